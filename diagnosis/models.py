@@ -1,0 +1,158 @@
+"""Patients, cases, uploaded images, inference jobs and their predictions.
+
+Department scoping runs through Patient.department; selectors.py holds the scoped querysets.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import PurePath
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Department
+
+
+class Modality(models.TextChoices):
+    XRAY = "xray", "Chest X-ray"
+    CT = "ct", "Chest CT"
+
+
+class Patient(models.Model):
+    class Sex(models.TextChoices):
+        FEMALE = "F", "Female"
+        MALE = "M", "Male"
+        OTHER = "O", "Other"
+        UNKNOWN = "U", "Unknown"
+
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="patients")
+    mrn = models.CharField("medical record number", max_length=64)
+    name = models.CharField(max_length=200)
+    birth_date = models.DateField(null=True, blank=True)
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "mrn"]
+        constraints = [
+            models.UniqueConstraint(fields=["department", "mrn"], name="unique_mrn_per_department"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.mrn})"
+
+
+class Case(models.Model):
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="cases")
+    modality = models.CharField(max_length=8, choices=Modality.choices)
+    indication = models.TextField("clinical indication", blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Case {self.pk} ({self.get_modality_display()})"
+
+
+def _image_path(instance: Image, filename: str) -> str:
+    # A random name: the original filename may carry patient identifiers.
+    suffix = PurePath(filename).suffix.lower()[:10]
+    return f"images/{timezone.now():%Y/%m}/{uuid.uuid4().hex}{suffix}"
+
+
+class Image(models.Model):
+    class Format(models.TextChoices):
+        PNG = "PNG", "PNG"
+        JPEG = "JPEG", "JPEG"
+
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="images")
+    file = models.FileField(upload_to=_image_path, max_length=255)
+    original_name = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    size_bytes = models.PositiveBigIntegerField()
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=8, choices=Format.choices)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    uploaded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["uploaded_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Image {self.pk} of case {self.case_id}"
+
+
+class InferenceJob(models.Model):
+    """One classification of one image: a small state machine the worker drives.
+
+    PENDING -> RUNNING -> SUCCEEDED | FAILED. `attempt` counts claims; a worker only completes
+    the attempt it claimed, so a job re-queued from a dead worker finishes exactly once.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+
+    image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="jobs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempt = models.PositiveIntegerField(default=0)
+    model_name = models.CharField(max_length=100, blank=True)
+    model_version = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["status", "queued_at"])]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def queue_wait(self) -> timedelta | None:
+        if self.started_at is None:
+            return None
+        return self.started_at - self.created_at
+
+    @property
+    def run_time(self) -> timedelta | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class Prediction(models.Model):
+    job = models.OneToOneField(InferenceJob, on_delete=models.PROTECT, related_name="prediction")
+    probabilities = models.JSONField(help_text="class label -> probability, summing to 1")
+    top_label = models.CharField(max_length=64)
+    top_probability = models.FloatField()
+    model_name = models.CharField(max_length=100)
+    model_version = models.CharField(max_length=50)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.top_label} ({self.top_probability:.0%})"
+
+    def ranked(self) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)

@@ -1,0 +1,103 @@
+"""Reads, always scoped to the user's department.
+
+Views and API views fetch objects only through these functions, so another department's object
+is simply not found (404), never "forbidden" (which would confirm that it exists).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
+
+from accounts.models import User
+from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
+
+
+def _department_id(user: User) -> int | None:
+    return user.department_id if user.is_authenticated and user.is_active else None
+
+
+def patient_list_for_user(*, user: User) -> QuerySet[Patient]:
+    return Patient.objects.filter(department_id=_department_id(user))
+
+
+def case_list_for_user(*, user: User) -> QuerySet[Case]:
+    return Case.objects.filter(patient__department_id=_department_id(user)).select_related(
+        "patient", "created_by"
+    )
+
+
+def image_list_for_user(*, user: User) -> QuerySet[Image]:
+    return Image.objects.filter(case__patient__department_id=_department_id(user)).select_related(
+        "case__patient"
+    )
+
+
+def job_list_for_user(*, user: User) -> QuerySet[InferenceJob]:
+    return InferenceJob.objects.filter(
+        image__case__patient__department_id=_department_id(user)
+    ).select_related("image__case__patient", "prediction")
+
+
+def prediction_list_for_user(*, user: User) -> QuerySet[Prediction]:
+    return Prediction.objects.filter(
+        job__image__case__patient__department_id=_department_id(user)
+    ).select_related("job__image__case")
+
+
+def _latest_job(field: str) -> Subquery:
+    jobs = InferenceJob.objects.filter(image__case=OuterRef("pk")).order_by("-created_at", "-id")
+    return Subquery(jobs.values(field)[:1])
+
+
+def worklist(
+    *,
+    user: User,
+    status: str | None = None,
+    modality: str | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    search: str | None = None,
+) -> QuerySet[Case]:
+    """The department's cases, newest first, each annotated with its latest job's status and
+    top finding, in a constant number of queries whatever the number of cases."""
+    cases = case_list_for_user(user=user).annotate(
+        latest_status=_latest_job("status"),
+        latest_top_label=_latest_job("prediction__top_label"),
+        latest_top_probability=_latest_job("prediction__top_probability"),
+    )
+    if status == "none":
+        cases = cases.filter(latest_status__isnull=True)
+    elif status:
+        cases = cases.filter(latest_status=status)
+    if modality in Modality.values:
+        cases = cases.filter(modality=modality)
+    if date_from:
+        cases = cases.filter(created_at__date__gte=date_from)
+    if date_to:
+        cases = cases.filter(created_at__date__lte=date_to)
+    if search:
+        cases = cases.filter(Q(patient__mrn__icontains=search) | Q(patient__name__icontains=search))
+    return cases
+
+
+def case_detail(*, user: User, case_id: int) -> Case:
+    """One case with its images, jobs and predictions prefetched (raises Case.DoesNotExist)."""
+    jobs = InferenceJob.objects.select_related("prediction").order_by("created_at", "id")
+    return (
+        case_list_for_user(user=user)
+        .prefetch_related(Prefetch("images", queryset=Image.objects.prefetch_related(Prefetch("jobs", queryset=jobs))))
+        .get(pk=case_id)
+    )
+
+
+def patient_history(*, patient: Patient) -> QuerySet[Case]:
+    """All of a patient's cases with their uploads, oldest upload first within a case."""
+    jobs = InferenceJob.objects.select_related("prediction").order_by("created_at", "id")
+    images = Image.objects.select_related("uploaded_by").prefetch_related(Prefetch("jobs", queryset=jobs))
+    return (
+        patient.cases.select_related("created_by")
+        .prefetch_related(Prefetch("images", queryset=images))
+        .order_by("-created_at", "-id")
+    )

@@ -1,0 +1,100 @@
+"""Inspect an uploaded file before anything is written.
+
+Judged by content, never by filename: the header is parsed first (cheap), the pixel count is
+checked before any decoding (decompression bombs), and only then is the whole image decoded
+to catch truncation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from PIL import Image, UnidentifiedImageError
+
+ACCEPTED_FORMATS = ("PNG", "JPEG")
+
+
+@dataclass(frozen=True)
+class InspectedImage:
+    format: str
+    width: int
+    height: int
+    sha256: str
+    size_bytes: int
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def inspect_upload(file: BinaryIO, *, size: int | None = None) -> InspectedImage:
+    """Return the image's facts or raise ValidationError with a message a user can act on."""
+    if size is None:
+        file.seek(0, 2)
+        size = file.tell()
+    if size == 0:
+        raise ValidationError("The file is empty (0 bytes).", code="empty")
+    limit = settings.XNET_MAX_UPLOAD_BYTES
+    if size > limit:
+        raise ValidationError(
+            f"The file is {_megabytes(size)}; the upload limit is {_megabytes(limit)}.", code="too_large"
+        )
+
+    file.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(file)
+            image_format = image.format
+            width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValidationError(
+            "The image has too many pixels to be processed safely.", code="too_many_pixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ValidationError(
+            "This file is not an image XNET can read. Upload a PNG or JPEG chest image.",
+            code="not_an_image",
+        ) from None
+
+    if image_format not in ACCEPTED_FORMATS:
+        raise ValidationError(
+            f"Unsupported image format {image_format}. Upload a PNG or JPEG chest image.",
+            code="unsupported_format",
+        )
+    pixels = width * height
+    if pixels > settings.XNET_MAX_IMAGE_PIXELS:
+        raise ValidationError(
+            f"The image is {width}x{height} pixels ({pixels / 1e6:.0f} megapixels); the limit is "
+            f"{settings.XNET_MAX_IMAGE_PIXELS / 1e6:.0f} megapixels.",
+            code="too_many_pixels",
+        )
+    if min(width, height) < settings.XNET_MIN_IMAGE_SIDE:
+        raise ValidationError(
+            f"The image is only {width}x{height} pixels; at least {settings.XNET_MIN_IMAGE_SIDE} "
+            "pixels per side are needed.",
+            code="too_small",
+        )
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise ValidationError(
+            "The image is truncated or corrupt; upload the complete file again.", code="corrupt"
+        ) from None
+
+    file.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: file.read(1024 * 1024), b""):
+        digest.update(chunk)
+    file.seek(0)
+    return InspectedImage(
+        format=image_format, width=width, height=height, sha256=digest.hexdigest(), size_bytes=size
+    )

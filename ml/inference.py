@@ -1,0 +1,68 @@
+"""Run a model on an image inside a worker process.
+
+Keras is imported inside functions only: the web process imports this package for the registry
+and must never load TensorFlow. Each worker process loads a model once, lazily, behind a lock;
+loading in the parent before fork hangs TensorFlow in the children.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.preprocessing import prepare
+from ml.registry import ModelSpec
+
+_lock = threading.Lock()
+_loaded: dict[Path, Any] = {}
+
+
+class InferenceError(RuntimeError):
+    """The model could not produce a usable result (a permanent failure, not worth a retry)."""
+
+
+def load_model(spec: ModelSpec) -> Any:
+    with _lock:
+        model = _loaded.get(spec.model_file)
+        if model is None:
+            import keras
+
+            model = keras.saving.load_model(spec.model_file, compile=False)
+            _loaded[spec.model_file] = model
+        return model
+
+
+def loaded_model_files() -> list[Path]:
+    return list(_loaded)
+
+
+def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling applied to softmax outputs (log-probabilities are logits up to a constant)."""
+    if temperature == 1.0:
+        return probabilities
+    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=-1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def predict_batch(spec: ModelSpec, batch: np.ndarray) -> np.ndarray:
+    model = load_model(spec)
+    output = np.asarray(model.predict_on_batch(batch), dtype=np.float64)
+    if output.ndim != 2 or output.shape[1] != len(spec.classes):
+        raise InferenceError(
+            f"model {spec.label} returned shape {output.shape}, expected {len(spec.classes)} classes"
+        )
+    if not np.all(np.isfinite(output)):
+        raise InferenceError(f"model {spec.label} returned non-finite probabilities")
+    return calibrate(output, spec.temperature)
+
+
+def predict(spec: ModelSpec, image_path: str | Path) -> dict[str, float]:
+    """Class label -> calibrated probability for one image file."""
+    batch = prepare(image_path, spec.preprocessing)[None, ...]
+    probabilities = predict_batch(spec, batch)[0]
+    return {label: float(p) for label, p in zip(spec.classes, probabilities, strict=True)}

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.factories import DepartmentAdminFactory, DepartmentFactory, UserFactory, png_bytes
+from tests.tiny_models import build_model_dir
+
+RESOURCES = Path(__file__).parent / "resources"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    """Each test writes uploads to its own folder, so leftover files can be asserted on."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def department():
+    return DepartmentFactory(name="Radiology A")
+
+
+@pytest.fixture
+def other_department():
+    return DepartmentFactory(name="Radiology B")
+
+
+@pytest.fixture
+def radiologist(department):
+    return UserFactory(username="rad_a", department=department)
+
+
+@pytest.fixture
+def department_admin(department):
+    return DepartmentAdminFactory(username="admin_a", department=department)
+
+
+@pytest.fixture
+def outsider(other_department):
+    """A radiologist of another department: must never see department A's data."""
+    return UserFactory(username="rad_b", department=other_department)
+
+
+@pytest.fixture
+def rad_client(client, radiologist):
+    client.force_login(radiologist)
+    return client
+
+
+def token_client(user) -> APIClient:
+    api = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return api
+
+
+@pytest.fixture
+def api(radiologist) -> APIClient:
+    return token_client(radiologist)
+
+
+@pytest.fixture
+def outsider_api(outsider) -> APIClient:
+    return token_client(outsider)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """Real Keras models (tiny, random weights) for both modalities, built once per run."""
+    return build_model_dir(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def installed_models(settings, model_dir) -> Path:
+    settings.XNET_MODEL_DIR = model_dir
+    return model_dir
+
+
+@pytest.fixture
+def chest_xray_bytes() -> bytes:
+    return (RESOURCES / "kermany_normal_1.jpg").read_bytes()
+
+
+@pytest.fixture
+def make_png():
+    return png_bytes
+
+
+def media_files(root: Path) -> list[Path]:
+    return [p for p in Path(root).rglob("*") if p.is_file()] if Path(root).exists() else []

@@ -1,0 +1,218 @@
+"""XNET settings: one module, driven by environment variables.
+
+Defaults let a fresh checkout run with nothing installed but Python (SQLite, a filesystem
+Celery broker). Production sets DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY, DEBUG=false and
+ALLOWED_HOSTS; see README.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
+
+from xnet_site.env import env_bool, env_database, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("XNET_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", True)
+_DEV_SECRET = "insecure-dev-key-only-for-local-runs-never-in-production"  # noqa: S105 - DEBUG only
+SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "accounts",
+    "diagnosis",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "xnet_site.urls"
+WSGI_APPLICATION = "xnet_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env_database("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The embedded setup runs web server, worker and beat on one SQLite file: wait on locks
+    # instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "worklist"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Uploaded images are patient data: they live outside any public URL and are streamed by an
+# authenticated view that checks department access (diagnosis.views.image_file).
+MEDIA_ROOT = Path(env_str("XNET_MEDIA_ROOT", str(VAR_DIR / "media")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# Upload limits.
+XNET_MAX_UPLOAD_BYTES = env_int("XNET_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, minimum=1)
+XNET_MAX_IMAGE_PIXELS = env_int("XNET_MAX_IMAGE_PIXELS", 60_000_000, minimum=1)
+XNET_MIN_IMAGE_SIDE = env_int("XNET_MIN_IMAGE_SIDE", 64, minimum=1)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# Models: one folder per model (<name>/model.keras + model.json); see ml/registry.py.
+XNET_MODEL_DIR = Path(env_str("XNET_MODEL_DIR", str(BASE_DIR / "ml" / "models")))
+
+# Inference jobs. The hard limit kills a stuck task; the soft limit (0.9 x hard) lets it record
+# the failure first. A job still running after XNET_JOB_STALE_AFTER seconds belongs to a dead
+# worker (the hard limit would have ended a live one), so the sweeper re-queues it.
+XNET_JOB_TIME_LIMIT = env_int("XNET_JOB_TIME_LIMIT", 300, minimum=5)
+XNET_JOB_SOFT_TIME_LIMIT = int(XNET_JOB_TIME_LIMIT * 0.9)
+XNET_JOB_STALE_AFTER = env_int("XNET_JOB_STALE_AFTER", XNET_JOB_TIME_LIMIT + 60, minimum=1)
+if XNET_JOB_STALE_AFTER <= XNET_JOB_TIME_LIMIT:
+    raise ImproperlyConfigured("XNET_JOB_STALE_AFTER must be above XNET_JOB_TIME_LIMIT")
+# A pending job is published again when it was never published (broker down at upload) for
+# XNET_JOB_UNQUEUED_GRACE seconds, or was published XNET_JOB_REQUEUE_PENDING_AFTER seconds ago.
+XNET_JOB_UNQUEUED_GRACE = env_int("XNET_JOB_UNQUEUED_GRACE", 10, minimum=1)
+XNET_JOB_REQUEUE_PENDING_AFTER = env_int("XNET_JOB_REQUEUE_PENDING_AFTER", 600, minimum=1)
+XNET_JOB_MAX_ATTEMPTS = env_int("XNET_JOB_MAX_ATTEMPTS", 3, minimum=1)
+XNET_SWEEP_INTERVAL = env_int("XNET_SWEEP_INTERVAL", 30, minimum=1)
+
+# Celery. The default broker needs no server: kombu's filesystem transport in var/broker.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+    # Above the hard time limit, or Redis re-delivers a task that is still running.
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", XNET_JOB_TIME_LIMIT * 2, minimum=1),
+}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS.update(
+        data_folder_in=str(_broker_dir / "queue"),
+        data_folder_out=str(_broker_dir / "queue"),
+        processed_folder=str(_broker_dir / "processed"),
+        store_processed=False,
+    )
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= XNET_JOB_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be above XNET_JOB_TIME_LIMIT")
+# One queue per modality, so a GPU worker can subscribe to the models it serves; `maintenance`
+# carries the periodic sweeper.
+CELERY_TASK_QUEUES = [Queue("xray"), Queue("ct"), Queue("maintenance")]
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_TIME_LIMIT = XNET_JOB_TIME_LIMIT
+CELERY_TASK_SOFT_TIME_LIMIT = XNET_JOB_SOFT_TIME_LIMIT
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 200, minimum=1)
+# Give up publishing quickly when the broker is down: the job row stays pending and the
+# sweeper queues it again, so an upload request never hangs on the broker.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stalled-jobs": {
+        "task": "diagnosis.tasks.sweep_stalled_jobs",
+        "schedule": float(XNET_SWEEP_INTERVAL),
+        "options": {"queue": "maintenance", "expires": float(XNET_SWEEP_INTERVAL)},
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# Admin/ops.
+ADMINS = [("XNET admins", a) for a in env_list("XNET_ADMIN_EMAILS", [])]
+
+# Security: strict when DEBUG is off (checked by `manage.py check --deploy`).
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["diagnosis.api.permissions.IsDepartmentMember"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "diagnosis.api.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "XNET API",
+    "DESCRIPTION": "Chest X-ray and CT classification: patients, cases, uploads, jobs, predictions.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
