@@ -27,9 +27,7 @@ class User(AbstractUser):
         RADIOLOGIST = "radiologist", "Radiologist"
         DEPARTMENT_ADMIN = "department_admin", "Department admin"
 
-    department = models.ForeignKey(
-        Department, null=True, blank=True, on_delete=models.PROTECT, related_name="users"
-    )
+    department = models.ForeignKey(Department, null=True, blank=True, on_delete=models.PROTECT, related_name="users")
     role = models.CharField(max_length=32, choices=Role.choices, default=Role.RADIOLOGIST)
 
     def clean(self) -> None:

@@ -23,27 +23,23 @@ def patient_list_for_user(*, user: User) -> QuerySet[Patient]:
 
 
 def case_list_for_user(*, user: User) -> QuerySet[Case]:
-    return Case.objects.filter(patient__department_id=_department_id(user)).select_related(
-        "patient", "created_by"
-    )
+    return Case.objects.filter(patient__department_id=_department_id(user)).select_related("patient", "created_by")
 
 
 def image_list_for_user(*, user: User) -> QuerySet[Image]:
-    return Image.objects.filter(case__patient__department_id=_department_id(user)).select_related(
-        "case__patient"
-    )
+    return Image.objects.filter(case__patient__department_id=_department_id(user)).select_related("case__patient")
 
 
 def job_list_for_user(*, user: User) -> QuerySet[InferenceJob]:
-    return InferenceJob.objects.filter(
-        image__case__patient__department_id=_department_id(user)
-    ).select_related("image__case__patient", "prediction")
+    return InferenceJob.objects.filter(image__case__patient__department_id=_department_id(user)).select_related(
+        "image__case__patient", "prediction"
+    )
 
 
 def prediction_list_for_user(*, user: User) -> QuerySet[Prediction]:
-    return Prediction.objects.filter(
-        job__image__case__patient__department_id=_department_id(user)
-    ).select_related("job__image__case")
+    return Prediction.objects.filter(job__image__case__patient__department_id=_department_id(user)).select_related(
+        "job__image__case"
+    )
 
 
 def _latest_job(field: str) -> Subquery:

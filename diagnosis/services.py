@@ -314,4 +314,3 @@ def jobs_sweep(*, now: datetime | None = None) -> SweepReport:
     if requeue or failed:
         logger.info("Sweeper: %s jobs re-queued (%s published), %s failed", len(requeue), queued, failed)
     return SweepReport(requeued=len(requeue), failed=failed)
-

@@ -53,9 +53,7 @@ def inspect_upload(file: BinaryIO, *, size: int | None = None) -> InspectedImage
             image_format = image.format
             width, height = image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValidationError(
-            "The image has too many pixels to be processed safely.", code="too_many_pixels"
-        ) from None
+        raise ValidationError("The image has too many pixels to be processed safely.", code="too_many_pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise ValidationError(
             "This file is not an image XNET can read. Upload a PNG or JPEG chest image.",
@@ -95,6 +93,4 @@ def inspect_upload(file: BinaryIO, *, size: int | None = None) -> InspectedImage
     for chunk in iter(lambda: file.read(1024 * 1024), b""):
         digest.update(chunk)
     file.seek(0)
-    return InspectedImage(
-        format=image_format, width=width, height=height, sha256=digest.hexdigest(), size_bytes=size
-    )
+    return InspectedImage(format=image_format, width=width, height=height, sha256=digest.hexdigest(), size_bytes=size)

@@ -53,9 +53,7 @@ def predict_batch(spec: ModelSpec, batch: np.ndarray) -> np.ndarray:
     model = load_model(spec)
     output = np.asarray(model.predict_on_batch(batch), dtype=np.float64)
     if output.ndim != 2 or output.shape[1] != len(spec.classes):
-        raise InferenceError(
-            f"model {spec.label} returned shape {output.shape}, expected {len(spec.classes)} classes"
-        )
+        raise InferenceError(f"model {spec.label} returned shape {output.shape}, expected {len(spec.classes)} classes")
     if not np.all(np.isfinite(output)):
         raise InferenceError(f"model {spec.label} returned non-finite probabilities")
     return calibrate(output, spec.temperature)

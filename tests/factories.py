@@ -103,9 +103,7 @@ class PredictionFactory(factory.django.DjangoModelFactory):
         model = Prediction
 
     job = factory.SubFactory(InferenceJobFactory, status=InferenceJob.Status.SUCCEEDED, attempt=1)
-    probabilities = factory.LazyFunction(
-        lambda: {"normal": 0.1, "pneumonia": 0.7, "covid": 0.15, "tuberculosis": 0.05}
-    )
+    probabilities = factory.LazyFunction(lambda: {"normal": 0.1, "pneumonia": 0.7, "covid": 0.15, "tuberculosis": 0.05})
     top_label = "pneumonia"
     top_probability = 0.7
     model_name = "test-xray"
