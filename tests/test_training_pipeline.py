@@ -1,0 +1,84 @@
+"""Training runs end to end on a tiny real subset and writes a model folder the worker uses."""
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from diagnosis import services
+from diagnosis.models import InferenceJob
+from ml.registry import ModelSpec, model_for
+from tests.conftest import RESOURCES, SHARED_DATA
+from tests.factories import CaseFactory, PatientFactory
+from training import train
+from training.data import discover
+
+
+def _kaggle_subset(root: Path, per_class: int = 3) -> Path:
+    """A Kaggle-layout folder with real labelled X-rays (read from ../shared/data at run time)."""
+    with (SHARED_DATA / "manifest.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["modality"] == "xray"]
+    for split in ("train", "val", "test"):
+        for label in ("normal", "pneumonia", "covid", "tuberculosis"):
+            picked = [r for r in rows if r["split"] == split and r["label"] == label][:per_class]
+            target = root / split / label.upper()
+            target.mkdir(parents=True)
+            for row in picked:
+                shutil.copy(SHARED_DATA / row["path"], target / Path(row["path"]).name)
+        (root / split / "EMPTY_CLASS").mkdir()
+    return root
+
+
+def test_folder_layout_classes_come_from_data(tmp_path, caplog):
+    root = _kaggle_subset(tmp_path / "kaggle", per_class=1)
+    with caplog.at_level(logging.WARNING):
+        dataset = discover(root, "xray")
+    assert dataset.classes == ["normal", "pneumonia", "covid", "tuberculosis"]
+    assert "empty_class" in caplog.text
+    shutil.rmtree(root / "train" / "TUBERCULOSIS")
+    assert discover(root, "xray").classes == ["normal", "pneumonia", "covid"]
+
+
+def test_manifest_discovery_reads_ct():
+    dataset = discover(SHARED_DATA, "ct")
+    assert dataset.classes == ["covid", "non_covid"]
+    counts = dataset.counts()
+    assert counts["test"]["per_class"] == {"covid": 52, "non_covid": 64}
+    assert {s.source for s in dataset.samples} == {"ucsd_covid_ct"}
+
+
+@pytest.mark.django_db
+def test_train_writes_model_folder_the_worker_uses(tmp_path, radiologist, settings):
+    data = _kaggle_subset(tmp_path / "kaggle")
+    out = tmp_path / "models" / "xray-tiny-trained"
+    train.main(
+        ["xray", "--data", str(data), "--arch", "compact", "--size", "32", "--epochs", "1",
+         "--batch-size", "4", "--bootstrap", "20", "--version", "0.0.1", "--out", str(out)]
+    )  # fmt: skip
+    for name in ("model.keras", "model.json", "CARD.md", "confusion_matrix.png", "roc_curves.png",
+                 "reliability_diagram.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["classes"] == ["normal", "pneumonia", "covid", "tuberculosis"]
+    assert meta["training"]["counts"]["train"]["per_class"]["tuberculosis"] == 3
+    assert meta["calibration"]["temperature"] > 0
+    assert set(meta["metrics"]["test"]["per_class"]) == set(meta["classes"])
+    assert "source prior" in meta["metrics"]["baselines"]
+    spec = ModelSpec.from_folder(out)
+    assert spec.preprocessing.width == 32
+
+    settings.XNET_MODEL_DIR = out.parent
+    assert model_for("xray", out.parent) == spec
+    patient = PatientFactory(department=radiologist.department, created_by=radiologist)
+    case = CaseFactory(patient=patient, created_by=radiologist)
+    upload = SimpleUploadedFile("x.jpg", (RESOURCES / "kermany_pneumonia_1.jpg").read_bytes())
+    job = services.image_upload(case=case, file=upload, uploaded_by=radiologist)
+    services.job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message
+    assert job.model_version == "0.0.1"
+    assert len(job.prediction.probabilities) == 4

@@ -1,0 +1,1 @@
+"""Training, evaluation and model cards for XNET's classifiers (backend-agnostic Keras 3)."""

@@ -1,0 +1,239 @@
+"""Evaluate on the test split and write the model card: model.json, CARD.md and figures.
+
+Metrics are reported overall, per source dataset, on the adult-only subset, and within sources
+where two classes share a hospital (the only comparisons the source cannot give away).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training import metrics as M
+from training.data import Sample
+
+PEDIATRIC_SOURCES = {"kermany224"}
+WITHIN_SOURCE_PAIRS = [
+    ("covid19rad224", "normal", "covid"),
+    ("kermany224", "normal", "pneumonia"),
+    ("nitrd_da", "normal", "tuberculosis"),
+]
+INTENDED_USE = {
+    "xray": (
+        "Research and software-development use: second-reader triage of frontal (PA/AP) adult and "
+        "pediatric chest radiographs into normal, pneumonia, COVID-19 and tuberculosis. Not a "
+        "medical device; not for clinical decisions. A radiologist reads every image."
+    ),
+    "ct": (
+        "Research and software-development use: COVID vs non-COVID on single axial chest CT slices. "
+        "Not a medical device; not for clinical decisions. A radiologist reads every image."
+    ),
+}
+
+
+def _subset(y: np.ndarray, probs: np.ndarray, mask: np.ndarray, classes: list[str], n_bootstrap: int) -> dict:
+    if not mask.any():
+        return {"n": 0}
+    return M.evaluate(y[mask], probs[mask], classes, n_bootstrap=n_bootstrap)
+
+
+def evaluate_test(
+    samples: list[Sample], y: np.ndarray, probs: np.ndarray, classes: list[str], n_bootstrap: int
+) -> dict:
+    sources = np.array([s.source for s in samples])
+    result = {"test": M.evaluate(y, probs, classes, n_bootstrap=n_bootstrap), "per_source": {}, "within_source": {}}
+    for source in sorted(set(sources)):
+        result["per_source"][source] = _subset(y, probs, sources == source, classes, n_bootstrap=200)
+    adult = ~np.isin(sources, list(PEDIATRIC_SOURCES))
+    if adult.any() and not adult.all():
+        result["adult_only"] = _subset(y, probs, adult, classes, n_bootstrap=200)
+        if "normal" in classes:
+            normal = adult & (y == classes.index("normal"))
+            called = probs[normal].argmax(axis=1) == classes.index("normal")
+            result["adult_normals_called_normal"] = {"n": int(normal.sum()), "rate": float(called.mean())}
+    for source, a, b in WITHIN_SOURCE_PAIRS:
+        mask = sources == source
+        if a in classes and b in classes and mask.any():
+            result["within_source"][f"{source}: {a} vs {b}"] = M.pairwise_accuracy(y[mask], probs[mask], classes, a, b)
+    if "tuberculosis" in classes and (sources == "nitrd_da").any():
+        mask = sources == "nitrd_da"
+        tb = _subset(y, probs, mask, classes, n_bootstrap=n_bootstrap)
+        result["tuberculosis_within_nitrd_da"] = {
+            "n": tb["n"],
+            "sensitivity": tb["per_class"]["tuberculosis"]["sensitivity"],
+            "sensitivity_ci95": tb["ci95"].get("tuberculosis.sensitivity"),
+            "specificity": tb["per_class"]["tuberculosis"]["specificity"],
+            "specificity_ci95": tb["ci95"].get("tuberculosis.specificity"),
+        }
+    return result
+
+
+def _figures(out: Path, y: np.ndarray, probs: np.ndarray, classes: list[str]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ml.labels import display_name
+
+    names = [display_name(c) for c in classes]
+    matrix = np.array(M.confusion_matrix(y, probs.argmax(axis=1), len(classes)))
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), v in np.ndenumerate(matrix):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title("Confusion matrix (test split)")
+    fig.tight_layout()
+    fig.savefig(out / "confusion_matrix.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    for k, name in enumerate(names):
+        binary = (y == k).astype(int)
+        if 0 < binary.sum() < len(binary):
+            fpr, tpr = M.roc_curve(binary, probs[:, k])
+            ax.plot(fpr, tpr, label=f"{name} (AUC {M.roc_auc(binary, probs[:, k]):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("Sensitivity")
+    ax.set_title("ROC, one vs rest (test split)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "roc_curves.png", dpi=110)
+    plt.close(fig)
+
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y
+    edges = np.linspace(0, 1, 11)
+    centers, accuracy = [], []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if in_bin.any():
+            centers.append(confidence[in_bin].mean())
+            accuracy.append(correct[in_bin].mean())
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect calibration")
+    ax.plot(centers, accuracy, "o-", label="model (calibrated)")
+    ax.set_xlabel("Confidence")
+    ax.set_ylabel("Accuracy")
+    ax.set_title("Reliability diagram (test split)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "reliability_diagram.png", dpi=110)
+    plt.close(fig)
+    return ["confusion_matrix.png", "roc_curves.png", "reliability_diagram.png"]
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value * 100:.1f} %"
+
+
+def _ci(interval: list[float] | None) -> str:
+    return "" if not interval else f" (95 % CI {interval[0] * 100:.1f}–{interval[1] * 100:.1f})"
+
+
+def _markdown(meta: dict) -> str:
+    m = meta["metrics"]
+    test = m["test"]
+    lines = [
+        f"# Model card: {meta['name']} {meta['version']}",
+        "",
+        f"**Intended use.** {meta['intended_use']}",
+        "",
+        f"Architecture `{meta['architecture']}`, {meta['parameters']:,} parameters, "
+        f"{'ImageNet-pretrained backbone' if meta['pretrained'] else 'trained from scratch (no pretrained weights)'}; "
+        f"input {meta['preprocessing']['width']}x{meta['preprocessing']['height']} greyscale repeated to 3 channels; "
+        f"calibration temperature {meta['calibration']['temperature']:.3f} (fitted on the validation split).",
+        "",
+        "## Test split",
+        f"- accuracy {_pct(test['accuracy'])}{_ci(test['ci95'].get('accuracy'))}",
+        f"- balanced accuracy {_pct(test['balanced_accuracy'])}{_ci(test['ci95'].get('balanced_accuracy'))}",
+        f"- macro F1 {_pct(test['macro_f1'])}, macro AUC {test['macro_auc']:.3f}",
+        "",
+        "| class | n | sensitivity | specificity | PPV | F1 | AUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, c in test["per_class"].items():
+        ci = test["ci95"]
+        lines.append(
+            f"| {label} | {c['support']} | {_pct(c['sensitivity'])}{_ci(ci.get(label + '.sensitivity'))} | "
+            f"{_pct(c['specificity'])}{_ci(ci.get(label + '.specificity'))} | {_pct(c['ppv'])} | "
+            f"{_pct(c['f1'])} | {c['auc']:.3f} |"
+        )
+    if m.get("within_source"):
+        lines += ["", "## Within one source (what the source cannot give away)", ""]
+        for name, r in m["within_source"].items():
+            lines.append(f"- {name}: {_pct(r['accuracy'])} on {r['n']} images")
+    if "adult_normals_called_normal" in m:
+        r = m["adult_normals_called_normal"]
+        lines.append(f"- adult normals (all sources but kermany224) called normal: {_pct(r['rate'])} of {r['n']}")
+    if "tuberculosis_within_nitrd_da" in m:
+        r = m["tuberculosis_within_nitrd_da"]
+        lines += [
+            "",
+            "## Tuberculosis",
+            f"Trained on {meta['training']['counts']['train']['per_class'].get('tuberculosis', 0)} tuberculosis "
+            "images from one hospital (nitrd_da). Within that hospital's test images "
+            f"({r['n']}): sensitivity {_pct(r['sensitivity'])}{_ci(r['sensitivity_ci95'])}, "
+            f"specificity {_pct(r['specificity'])}{_ci(r['specificity_ci95'])}. Too little data to trust.",
+        ]
+    if m.get("baselines"):
+        lines += ["", "## Baselines on the same test split", ""]
+        for name, r in m["baselines"].items():
+            lines.append(f"- {name}: accuracy {_pct(r['accuracy'])}, balanced accuracy {_pct(r['balanced_accuracy'])}")
+    cal = meta["calibration"]
+    lines += [
+        "",
+        "## Calibration",
+        f"Expected calibration error on the test split: {cal['test_ece_before']:.3f} before, "
+        f"{cal['test_ece_after']:.3f} after temperature scaling.",
+        "",
+        "## Training data",
+        "```",
+        json.dumps(meta["training"]["counts"], indent=1),
+        "```",
+        "",
+        "## Limitations",
+        *[f"- {item}" for item in meta["limitations"]],
+        "",
+        "Figures: confusion_matrix.png, roc_curves.png, reliability_diagram.png.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(
+    out: Path,
+    meta: dict,
+    test_samples: list[Sample],
+    y_test: np.ndarray,
+    test_probs: np.ndarray,
+    *,
+    n_bootstrap: int = 1000,
+    baselines: dict | None = None,
+) -> None:
+    classes = meta["classes"]
+    meta["metrics"] = evaluate_test(test_samples, y_test, test_probs, classes, n_bootstrap)
+    if baselines:
+        meta["metrics"]["baselines"] = {
+            name: M.point_metrics(y_test, probs, classes) for name, probs in baselines.items()
+        }
+    meta.setdefault("intended_use", INTENDED_USE[meta["modality"]])
+    meta.setdefault(
+        "limitations",
+        [
+            "Sources are confounded with labels in the training data (see the per-source and within-source "
+            "figures); accuracy across sources overstates what the model knows about disease.",
+            "Not validated on external data, on lateral views, or on images other than chest radiographs/CT.",
+            "Probabilities are calibrated on the validation split of the same sources only.",
+        ],
+    )
+    meta["figures"] = _figures(out, y_test, test_probs, classes)
+    (out / "model.json").write_text(json.dumps(meta, indent=2, default=float))
+    (out / "CARD.md").write_text(_markdown(meta))

@@ -1,0 +1,220 @@
+"""Train one model and write a complete model folder (model.keras, model.json, figures).
+
+    python -m training.train xray --data ../shared/data --arch compact --epochs 30 \
+        --out ml/models/xray-compact-1.0.0
+
+Backend-agnostic Keras 3: set KERAS_BACKEND=jax on a GPU machine, tensorflow on a CPU one.
+The test split is touched once, after training and calibration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ml.preprocessing import Preprocessing
+from training import metrics as M
+from training.architectures import ARCHITECTURES, build_model
+from training.data import Dataset, discover
+from training.images import augment, load_split, to_model_batch
+from training.report import write_card
+
+logger = logging.getLogger("training")
+
+
+class AugmentedBatches(keras.utils.PyDataset):
+    def __init__(self, images, labels, n_classes, batch_size, scale_max, seed):
+        super().__init__()
+        self.images, self.labels = images, labels
+        self.n_classes, self.batch_size, self.scale_max = n_classes, batch_size, scale_max
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(labels))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        batch = augment(self.images[idx], self.rng, self.scale_max)
+        return to_model_batch(batch), keras.utils.to_categorical(self.labels[idx], self.n_classes)
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.labels))
+
+
+def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    out = [
+        np.asarray(model.predict_on_batch(to_model_batch(images[i : i + batch_size])))
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float64)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=n_classes)
+    return {k: float(len(labels) / (n_classes * counts[k])) for k in range(n_classes) if counts[k]}
+
+
+def subsample(dataset: Dataset, max_per_class: int | None, seed: int) -> Dataset:
+    if not max_per_class:
+        return dataset
+    rng = np.random.default_rng(seed)
+    kept = []
+    for split in ("train", "val", "test"):
+        for label in dataset.classes:
+            group = [s for s in dataset.split(split) if s.label == label]
+            if len(group) > max_per_class:
+                group = [group[i] for i in sorted(rng.choice(len(group), max_per_class, replace=False))]
+            kept.extend(group)
+    return Dataset(modality=dataset.modality, classes=dataset.classes, samples=kept)
+
+
+def train(args: argparse.Namespace) -> Path:
+    keras.utils.set_random_seed(args.seed)
+    dataset = subsample(discover(args.data, args.modality), args.max_per_class, args.seed)
+    arch = ARCHITECTURES[args.arch]
+    size = args.size or arch.input_size
+    spec = Preprocessing(width=size, height=size, scale=arch.scale)
+    scale_max = 255.0 if spec.scale == "raw" else 1.0
+    classes = dataset.classes
+    logger.info("Classes %s; counts %s", classes, dataset.counts())
+
+    started = time.time()
+    x_train, y_train = load_split(dataset.split("train"), classes, spec)
+    x_val, y_val = load_split(dataset.split("val"), classes, spec)
+    logger.info("Loaded %d train / %d val images in %.0f s", len(y_train), len(y_val), time.time() - started)
+
+    model = build_model(args.arch, n_classes=len(classes), input_size=size, weights_path=args.weights)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=1e-4),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
+        metrics=["accuracy"],
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "model.keras"
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience, restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor="val_loss", save_best_only=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, args.patience // 2)),
+    ]
+    deadline = args.time_budget_min * 60 if args.time_budget_min else None
+    if deadline:
+        callbacks.append(TimeBudget(deadline))
+    history = model.fit(
+        AugmentedBatches(x_train, y_train, len(classes), args.batch_size, scale_max, args.seed),
+        validation_data=(to_model_batch(x_val), keras.utils.to_categorical(y_val, len(classes))),
+        epochs=args.epochs,
+        class_weight=class_weights(y_train, len(classes)),
+        callbacks=callbacks,
+        verbose=2,
+    )
+    train_seconds = time.time() - started
+    model = keras.saving.load_model(checkpoint, compile=False)
+
+    val_probs = predict(model, x_val)
+    temperature = M.fit_temperature(y_val, val_probs)
+    calibration = {
+        "temperature": temperature,
+        "fitted_on": "validation split",
+        "val_ece_before": M.expected_calibration_error(y_val, val_probs),
+        "val_ece_after": M.expected_calibration_error(y_val, M.apply_temperature(val_probs, temperature)),
+    }
+    del x_train
+
+    # The test split, touched once.
+    test_samples = dataset.split("test")
+    x_test, y_test = load_split(test_samples, classes, spec)
+    test_raw = predict(model, x_test)
+    test_probs = M.apply_temperature(test_raw, temperature)
+    calibration["test_ece_before"] = M.expected_calibration_error(y_test, test_raw)
+    calibration["test_ece_after"] = M.expected_calibration_error(y_test, test_probs)
+
+    meta = {
+        "format_version": 1,
+        "name": args.name or f"{args.modality}-{args.arch}",
+        "version": args.version or dt.datetime.now(dt.UTC).strftime("%Y.%m.%d"),
+        "modality": args.modality,
+        "classes": classes,
+        "preprocessing": spec.to_json(),
+        "architecture": args.arch,
+        "pretrained": bool(args.weights),
+        "pretrained_weights": str(args.weights.name) if args.weights else None,
+        "calibration": calibration,
+        "training": {
+            "data": str(args.data),
+            "counts": dataset.counts(),
+            "epochs_run": len(history.history["loss"]),
+            "epochs_max": args.epochs,
+            "batch_size": args.batch_size,
+            "learning_rate": args.lr,
+            "seed": args.seed,
+            "max_per_class": args.max_per_class,
+            "seconds": round(train_seconds),
+            "keras_backend": keras.backend.backend(),
+            "keras_version": keras.__version__,
+            "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        },
+        "parameters": int(model.count_params()),
+    }
+    baselines = {}
+    if not args.no_baselines:
+        from training.baselines import source_prior_probs, thumbnail_logreg_probs
+
+        train_samples = dataset.split("train")
+        baselines["source prior"] = source_prior_probs(train_samples, test_samples, classes)
+        baselines["16x16 thumbnail logistic regression"] = thumbnail_logreg_probs(train_samples, test_samples, classes)
+    write_card(out, meta, test_samples, y_test, test_probs, n_bootstrap=args.bootstrap, baselines=baselines)
+    logger.info("Wrote %s", out)
+    return out
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stop after a wall-clock budget, so comparisons give every architecture the same time."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.time() - self.start > self.seconds:
+            self.model.stop_training = True
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modality", choices=["xray", "ct"])
+    parser.add_argument("--data", type=Path, required=True, help="manifest folder or Kaggle-layout folder")
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="compact")
+    parser.add_argument("--size", type=int, help="input side in pixels (default: per architecture)")
+    parser.add_argument("--weights", type=Path, help="local ImageNet weights file for the backbone")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-per-class", type=int, help="cap images per class and split (quick runs)")
+    parser.add_argument("--time-budget-min", type=float, help="stop training after this many minutes")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the baseline models in the card")
+    parser.add_argument("--name")
+    parser.add_argument("--version")
+    parser.add_argument("--out", type=Path, required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
