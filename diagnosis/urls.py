@@ -4,4 +4,11 @@ from diagnosis import views
 
 urlpatterns = [
     path("", views.worklist, name="worklist"),
+    path("patients/", views.patient_list, name="patient_list"),
+    path("patients/<int:patient_id>/", views.patient_detail, name="patient_detail"),
+    path("cases/new/", views.case_create, name="case_create"),
+    path("cases/<int:case_id>/", views.case_detail, name="case_detail"),
+    path("cases/<int:case_id>/upload/", views.case_upload, name="case_upload"),
+    path("cases/<int:case_id>/status/", views.case_status, name="case_status"),
+    path("images/<int:image_id>/file/", views.image_file, name="image_file"),
 ]

@@ -1,7 +1,251 @@
+"""Server-rendered pages: worklist, patients, cases, uploads, live job status, image files.
+
+Thin adapters: objects are read through the department-scoped selectors (another department's
+object is a 404) and written through the services; a service's ValidationError becomes a form
+error on a 400 page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Count, Max, Q
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from accounts.forms import add_service_errors
+from accounts.models import User
+from diagnosis import selectors, services
+from diagnosis.forms import CaseCreateForm, ImagesUploadForm, PatientSearchForm, WorklistFilterForm
+from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
+from ml.labels import display_name
+
+PAGE_SIZE = 25
+CONTENT_TYPES = {Image.Format.PNG: "image/png", Image.Format.JPEG: "image/jpeg"}
+
+
+def _case_or_404(user: User, case_id: int) -> Case:
+    try:
+        return selectors.case_detail(user=user, case_id=case_id)
+    except Case.DoesNotExist:
+        raise Http404("No such case.") from None
+
+
+def _with_latest_jobs(images: Iterable[Image]) -> list[Image]:
+    """Attach each image's latest job (the one shown) and earlier ones, from the prefetch."""
+    result = []
+    for image in images:
+        jobs = list(image.jobs.all())
+        image.latest_job = jobs[-1] if jobs else None
+        image.earlier_jobs = jobs[:-1]
+        result.append(image)
+    return result
+
+
+def _prediction(job: InferenceJob | None) -> Prediction | None:
+    if job is None:
+        return None
+    try:
+        return job.prediction
+    except Prediction.DoesNotExist:
+        return None
+
+
+def _seconds(value) -> float | None:
+    return None if value is None else round(value.total_seconds(), 3)
+
+
+# Worklist and patients -------------------------------------------------------------------
 
 
 @login_required
+@require_GET
 def worklist(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("worklist")
+    form = WorklistFilterForm(request.GET)
+    form.is_valid()  # invalid filters are shown as errors and left out
+    cases = selectors.worklist(user=request.user, **form.filters())
+    page = Paginator(cases, PAGE_SIZE).get_page(request.GET.get("page"))
+    filtered = any(value for key, value in request.GET.items() if key != "page")
+    context = {"form": form, "page": page, "filtered": filtered}
+    return render(request, "diagnosis/worklist.html", context, status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def patient_list(request: HttpRequest) -> HttpResponse:
+    form = PatientSearchForm(request.GET)
+    patients = selectors.patient_list_for_user(user=request.user).annotate(
+        case_count=Count("cases"), last_case_at=Max("cases__created_at")
+    )
+    if form.is_valid() and form.cleaned_data["q"]:
+        q = form.cleaned_data["q"].strip()
+        patients = patients.filter(Q(mrn__icontains=q) | Q(name__icontains=q))
+    page = Paginator(patients, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "diagnosis/patient_list.html", {"form": form, "page": page})
+
+
+@login_required
+@require_GET
+def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = get_object_or_404(
+        selectors.patient_list_for_user(user=request.user).select_related("created_by"), pk=patient_id
+    )
+    cases = list(selectors.patient_history(patient=patient))
+    for case in cases:
+        case.image_list = _with_latest_jobs(case.images.all())
+    return render(request, "diagnosis/patient_detail.html", {"patient": patient, "cases": cases})
+
+
+# Cases -----------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def case_create(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = CaseCreateForm(request.POST, request.FILES, user=request.user)
+    else:
+        initial = {"mrn": request.GET.get("mrn", "")}
+        if request.GET.get("modality"):
+            initial["modality"] = request.GET["modality"]
+        form = CaseCreateForm(user=request.user, initial=initial)
+    if form.is_bound and form.is_valid():
+        case = _create_case_with_images(request, form)
+        if case is not None:
+            count = len(form.cleaned_data["images"])
+            messages.success(
+                request, f"Case created; {count} image{'s' if count != 1 else ''} queued for classification."
+            )
+            return redirect("case_detail", case_id=case.pk)
+    status = 400 if form.errors else 200
+    return render(request, "diagnosis/case_create.html", {"form": form}, status=status)
+
+
+def _create_case_with_images(request: HttpRequest, form: CaseCreateForm) -> Case | None:
+    """Patient (if new), case and images in one transaction: a bad image leaves no case behind."""
+    data = form.cleaned_data
+    uploading = False
+    try:
+        with transaction.atomic():
+            patient: Patient = form.patient or services.patient_create(
+                created_by=request.user,
+                mrn=data["mrn"],
+                name=data["name"],
+                birth_date=data["birth_date"],
+                sex=data["sex"] or Patient.Sex.UNKNOWN,
+            )
+            case = services.case_create(
+                patient=patient, modality=data["modality"], created_by=request.user, indication=data["indication"]
+            )
+            uploading = True
+            services.images_upload(case=case, files=data["images"], uploaded_by=request.user)
+    except ValidationError as exc:
+        if uploading and not hasattr(exc, "error_dict"):
+            form.add_error("images", exc)
+        else:
+            add_service_errors(form, exc)
+        return None
+    return case
+
+
+def _render_case(
+    request: HttpRequest, case: Case, *, upload_form: ImagesUploadForm | None = None, status: int = 200
+) -> HttpResponse:
+    images = _with_latest_jobs(case.images.all())
+    finished = all(image.latest_job is None or image.latest_job.is_finished for image in images)
+    context = {
+        "case": case,
+        "images": images,
+        "finished": finished,
+        "upload_form": upload_form or ImagesUploadForm(),
+    }
+    return render(request, "diagnosis/case_detail.html", context, status=status)
+
+
+@login_required
+@require_GET
+def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
+    return _render_case(request, _case_or_404(request.user, case_id))
+
+
+@login_required
+@require_POST
+def case_upload(request: HttpRequest, case_id: int) -> HttpResponse:
+    case = _case_or_404(request.user, case_id)
+    form = ImagesUploadForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            jobs = services.images_upload(case=case, files=form.cleaned_data["images"], uploaded_by=request.user)
+        except ValidationError as exc:
+            form.add_error("images", exc)
+        else:
+            count = len(jobs)
+            messages.success(
+                request, f"{count} image{'s' if count != 1 else ''} uploaded and queued for classification."
+            )
+            return redirect("case_detail", case_id=case.pk)
+    return _render_case(request, case, upload_form=form, status=400)
+
+
+def _job_json(job: InferenceJob | None) -> dict | None:
+    if job is None:
+        return None
+    prediction = _prediction(job)
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "attempt": job.attempt,
+        "error_message": job.error_message,
+        "model_name": prediction.model_name if prediction else job.model_name,
+        "model_version": prediction.model_version if prediction else job.model_version,
+        "top_label": prediction.top_label if prediction else None,
+        "top_label_display": display_name(prediction.top_label) if prediction else None,
+        "top_probability": prediction.top_probability if prediction else None,
+        "queue_wait_s": _seconds(job.queue_wait),
+        "run_time_s": _seconds(job.run_time),
+    }
+
+
+@login_required
+@require_GET
+def case_status(request: HttpRequest, case_id: int) -> JsonResponse:
+    """What the case page polls while jobs run: each image's latest job, plus its rendered
+    result block so the page shows exactly what a reload would."""
+    case = _case_or_404(request.user, case_id)
+    images = _with_latest_jobs(case.images.all())
+    payload = {
+        "case": case.pk,
+        "finished": all(image.latest_job is None or image.latest_job.is_finished for image in images),
+        "images": [
+            {
+                "id": image.pk,
+                "job": _job_json(image.latest_job),
+                "html": render_to_string("diagnosis/_job.html", {"job": image.latest_job}, request=request),
+            }
+            for image in images
+        ],
+    }
+    response = JsonResponse(payload)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_GET
+def image_file(request: HttpRequest, image_id: int) -> FileResponse:
+    """Stream an uploaded image to a member of its department; the files have no public URL."""
+    image = get_object_or_404(selectors.image_list_for_user(user=request.user), pk=image_id)
+    try:
+        handle = services.image_open(image=image)
+    except (FileNotFoundError, ValueError):
+        raise Http404("The image file is missing.") from None
+    response = FileResponse(handle, content_type=CONTENT_TYPES.get(image.format, "application/octet-stream"))
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -7,6 +7,7 @@ loading in the parent before fork hangs TensorFlow in the children.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import numpy as np
 
 from ml.preprocessing import prepare
 from ml.registry import ModelSpec
+
+logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _loaded: dict[Path, Any] = {}
@@ -32,6 +35,8 @@ def load_model(spec: ModelSpec) -> Any:
 
             model = keras.saving.load_model(spec.model_file, compile=False)
             _loaded[spec.model_file] = model
+            # Once per process and model: the worker tests count this line.
+            logger.info("Loaded model %s from %s", spec.label, spec.model_file)
         return model
 
 

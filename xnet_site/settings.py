@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / Redoc assets served locally, no CDN
     "accounts",
     "diagnosis",
 ]
@@ -142,8 +143,12 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         data_folder_in=str(_broker_dir / "queue"),
         data_folder_out=str(_broker_dir / "queue"),
         processed_folder=str(_broker_dir / "processed"),
+        control_folder=str(_broker_dir / "control"),  # kombu's default is ./control in the cwd
         store_processed=False,
     )
+    # kombu does not create these folders, and a worker polling a missing one crashes.
+    for _sub in ("queue", "processed", "control"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
 if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= XNET_JOB_TIME_LIMIT:
     raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be above XNET_JOB_TIME_LIMIT")
 # One queue per modality, so a GPU worker can subscribe to the models it serves; `maintenance`
@@ -186,6 +191,10 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading binds every subdomain of the hospital's domain to HTTPS in browsers, and is
+        # hard to undo: the operator opts in, so its reminder (W021) stays quiet until then.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -208,6 +217,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Chest X-ray and CT classification: patients, cases, uploads, jobs, predictions.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {

@@ -1,1 +1,22 @@
-urlpatterns: list = []
+"""REST API routes under /api/v1/ (names in the `api` namespace)."""
+
+from django.urls import path, re_path
+
+from diagnosis.api import views
+from diagnosis.api.errors import not_found
+
+app_name = "api"
+
+urlpatterns = [
+    path("patients/", views.PatientListView.as_view(), name="patient-list"),
+    path("patients/<int:pk>/", views.PatientDetailView.as_view(), name="patient-detail"),
+    path("cases/", views.CaseListView.as_view(), name="case-list"),
+    path("cases/<int:pk>/", views.CaseDetailView.as_view(), name="case-detail"),
+    path("cases/<int:pk>/images/", views.CaseImageUploadView.as_view(), name="case-images"),
+    path("images/<int:pk>/", views.ImageDetailView.as_view(), name="image-detail"),
+    path("images/<int:pk>/file/", views.ImageFileView.as_view(), name="image-file"),
+    path("jobs/<int:pk>/", views.JobDetailView.as_view(), name="job-detail"),
+    path("predictions/<int:pk>/", views.PredictionDetailView.as_view(), name="prediction-detail"),
+    # Last: any other address under /api/v1/ is a 404 in the API's error format, not HTML.
+    re_path(r"^.*$", not_found),
+]

@@ -1,0 +1,63 @@
+"""Forms for the department-admin pages; the writes themselves live in accounts.services."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+
+from accounts.models import User
+
+
+def add_service_errors(form: forms.Form, exc: ValidationError) -> None:
+    """Show a service's ValidationError on the form: on the field it names when the form has
+    that field, otherwise at the top of the form (model fields a form does not show)."""
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc)
+        return
+    for field, errors in exc.error_dict.items():
+        target = field if field in form.fields else None
+        for error in errors:
+            messages = error.messages
+            if target is None and field != NON_FIELD_ERRORS:
+                label = field.replace("_", " ").capitalize()
+                messages = [f"{label}: {message}" for message in messages]
+            form.add_error(target, messages)
+
+
+class UserCreateForm(forms.Form):
+    username = forms.CharField(max_length=150, help_text="Letters, digits and @ . + - _ only.")
+    first_name = forms.CharField(max_length=150, required=False)
+    last_name = forms.CharField(max_length=150, required=False)
+    email = forms.EmailField(required=False)
+    role = forms.ChoiceField(choices=User.Role.choices, initial=User.Role.RADIOLOGIST)
+    password1 = forms.CharField(
+        label="Initial password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="Give it to the user in person; they can change it after logging in.",
+    )
+    password2 = forms.CharField(
+        label="Repeat the password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("password1") and data.get("password2") and data["password1"] != data["password2"]:
+            self.add_error("password2", "The two passwords do not match.")
+        return data
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        # The service reports password problems under "password"; this form calls it password1.
+        if hasattr(exc, "error_dict") and "password" in exc.error_dict:
+            exc.error_dict["password1"] = exc.error_dict.pop("password")
+        add_service_errors(self, exc)
+
+
+class UserRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=User.Role.choices)
+
+
+class UserActiveForm(forms.Form):
+    is_active = forms.BooleanField(required=False)

@@ -1,0 +1,205 @@
+"""Worklist response time with 10,000 cases: the HTML page `/` and the API list, median of N requests.
+
+Command (PostgreSQL answering on 127.0.0.1):
+
+    .venv/bin/python -m benchmarks.worklist [--cases 10000] [--requests 30]
+
+What runs: a dedicated database (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/xnet_bench)
+is migrated, and the department "Benchmark worklist" is filled up to --cases cases with
+bulk_create (2,500 patients; per case one image and its latest job: 80 % succeeded with a
+prediction, 8 % failed, 7 % pending, 2 % running, 3 % of cases without images), then ANALYZEd.
+Later runs reuse those rows. Requests go through Django's test client in this process (URL
+routing, middleware, session or token auth, the view, the template, the serializer), without an
+HTTP socket, with DEBUG off. Each URL gets 3 warm-up requests, then --requests timed ones; the
+query count and the SQL time come from one more request with the queries captured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from benchmarks.common import machine, ms, setup_django, summary
+
+DEPARTMENT = "Benchmark worklist"
+PATIENTS = 2500
+WARM_UP = 3
+
+
+def fill(department, user, target: int) -> int:
+    """Top the department up to `target` cases; returns how many were created."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
+
+    existing = Case.objects.filter(patient__department=department).count()
+    missing = target - existing
+    if missing <= 0:
+        return 0
+    rng = random.Random(existing)
+    now = timezone.now()
+    with transaction.atomic():
+        patients = list(Patient.objects.filter(department=department))
+        if len(patients) < PATIENTS:
+            first = len(patients)
+            patients += Patient.objects.bulk_create(
+                Patient(department=department, mrn=f"BW{n:07d}", name=f"Patient {n:05d}", created_by=user)
+                for n in range(first, PATIENTS)
+            )
+        cases = Case.objects.bulk_create(
+            (
+                Case(
+                    patient=rng.choice(patients),
+                    modality=Modality.XRAY if rng.random() < 0.8 else Modality.CT,
+                    indication="Cough and fever.",
+                    created_by=user,
+                    created_at=now - timedelta(minutes=rng.uniform(0, 365 * 24 * 60)),
+                )
+                for _ in range(missing)
+            ),
+            batch_size=2000,
+        )
+        with_images = [case for case in cases if rng.random() >= 0.03]
+        images = Image.objects.bulk_create(
+            (
+                Image(
+                    case=case,
+                    file=f"images/bench/{case.pk}.png",
+                    original_name="chest.png",
+                    sha256=f"{case.pk:064x}",
+                    size_bytes=500_000,
+                    width=1024,
+                    height=1024,
+                    format=Image.Format.PNG,
+                    uploaded_by=user,
+                    uploaded_at=case.created_at,
+                )
+                for case in with_images
+            ),
+            batch_size=2000,
+        )
+        statuses = rng.choices(
+            [InferenceJob.Status.SUCCEEDED, InferenceJob.Status.FAILED, InferenceJob.Status.PENDING, "running"],
+            weights=[80, 8, 7, 2],
+            k=len(images),
+        )
+        jobs = InferenceJob.objects.bulk_create(
+            (
+                InferenceJob(
+                    image=image,
+                    status=status,
+                    attempt=0 if status == InferenceJob.Status.PENDING else 1,
+                    model_name="xray-bench",
+                    model_version="1.0.0",
+                    error_message="The model could not process this image." if status == "failed" else "",
+                    created_at=image.uploaded_at,
+                    queued_at=image.uploaded_at,
+                    started_at=None if status == InferenceJob.Status.PENDING else image.uploaded_at,
+                    finished_at=image.uploaded_at if status in InferenceJob.FINISHED else None,
+                )
+                for image, status in zip(images, statuses, strict=True)
+            ),
+            batch_size=2000,
+        )
+        Prediction.objects.bulk_create(
+            (
+                Prediction(
+                    job=job,
+                    probabilities={"normal": 0.1, "pneumonia": 0.7, "covid": 0.15, "tuberculosis": 0.05},
+                    top_label="pneumonia",
+                    top_probability=0.7,
+                    model_name=job.model_name,
+                    model_version=job.model_version,
+                )
+                for job in jobs
+                if job.status == InferenceJob.Status.SUCCEEDED
+            ),
+            batch_size=2000,
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # fresh planner statistics, as autovacuum would give a live site
+    return missing
+
+
+def measure(client, url: str, requests: int) -> dict:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(WARM_UP):
+        response = client.get(url)
+        if response.status_code != 200:
+            raise SystemExit(f"GET {url} answered {response.status_code}: {response.content[:300]!r}")
+    times = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        client.get(url)
+        times.append(time.perf_counter() - started)
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    return {
+        "times": times,
+        "queries": len(captured.captured_queries),
+        "sql": sum(float(query["time"]) for query in captured.captured_queries),
+        "bytes": len(response.content),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=30)
+    args = parser.parse_args()
+
+    setup_django(Path(tempfile.mkdtemp(prefix="xnet-bench-worklist-")))
+
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from accounts.models import Department, User
+    from diagnosis.models import Case
+
+    department, _ = Department.objects.get_or_create(name=DEPARTMENT)
+    user, _ = User.objects.get_or_create(
+        username="bench-worklist", defaults={"department": department, "role": User.Role.RADIOLOGIST}
+    )
+    started = time.perf_counter()
+    created = fill(department, user, args.cases)
+    if created:
+        print(f"Created {created} cases with bulk_create in {time.perf_counter() - started:.1f} s")
+    total = Case.objects.filter(patient__department=department).count()
+
+    page_client = Client()
+    page_client.force_login(user)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    mrn_fragment = "BW00012"  # matches 10 of the 2,500 patients
+    targets = [
+        ("page", page_client, "/"),
+        ("page", page_client, "/?status=failed"),
+        ("page", page_client, f"/?q={mrn_fragment}"),
+        ("page", page_client, "/?page=200"),
+        ("API", api, "/api/v1/cases/"),
+        ("API", api, "/api/v1/cases/?status=failed"),
+        ("API", api, "/api/v1/cases/?page=100"),
+    ]
+
+    print(f"XNET worklist response time: {total} cases in the user's department, {args.requests} requests per URL")
+    print(f"  machine : {machine()}")
+    print("  path    : Django test client in-process (no HTTP socket), DEBUG off, PostgreSQL")
+    print(f"  {'':6}{'URL':34}{'median':>11}{'p95':>11}{'queries':>9}{'SQL':>11}{'bytes':>9}")
+    for kind, client, url in targets:
+        result = measure(client, url, args.requests)
+        median, p95, _ = summary(result["times"])
+        print(
+            f"  {kind:6}{url:34}{ms(median)}  {ms(p95)}{result['queries']:>9}  {ms(result['sql'])}{result['bytes']:>9}"
+        )
+
+
+if __name__ == "__main__":
+    main()

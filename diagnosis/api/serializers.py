@@ -1,0 +1,243 @@
+"""Input and output shapes of the REST API.
+
+Input serializers only validate; the services in diagnosis.services do the writes. Output
+serializers read objects the selectors fetched (department-scoped, related rows prefetched),
+so they never query per row.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from diagnosis import selectors
+from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
+
+# Errors ------------------------------------------------------------------------------------
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    status = serializers.IntegerField(help_text="The HTTP status code.")
+    code = serializers.CharField(help_text="A short machine-readable code, e.g. `not_found` or `too_large`.")
+    message = serializers.CharField(help_text="A sentence for a person.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Messages per input field; empty when the error concerns no field.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every error response."""
+
+    error = ErrorDetailSerializer()
+
+
+# Patients ----------------------------------------------------------------------------------
+
+
+class PatientSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:patient-detail")
+
+    class Meta:
+        model = Patient
+        fields = ["id", "url", "mrn", "name", "birth_date", "sex", "created_at"]
+        read_only_fields = fields
+
+
+class PatientCreateSerializer(serializers.Serializer):
+    mrn = serializers.CharField(max_length=64, help_text="Medical record number, unique in your department.")
+    name = serializers.CharField(max_length=200)
+    birth_date = serializers.DateField(required=False, allow_null=True)
+    sex = serializers.ChoiceField(choices=Patient.Sex.choices, default=Patient.Sex.UNKNOWN)
+
+    def validate_mrn(self, mrn: str) -> str:
+        # The database constraint is the final guard; this check names the field for the client.
+        user = self.context["request"].user
+        if selectors.patient_list_for_user(user=user).filter(mrn=mrn).exists():
+            raise serializers.ValidationError("A patient with this MRN is already registered in your department.")
+        return mrn
+
+
+# Predictions and jobs ----------------------------------------------------------------------
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Class label -> probability.")
+
+    class Meta:
+        model = Prediction
+        fields = ["id", "probabilities", "top_label", "top_probability", "model_name", "model_version", "created_at"]
+        read_only_fields = fields
+
+
+class PredictionDetailSerializer(PredictionSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:prediction-detail")
+    image = serializers.IntegerField(source="job.image_id", read_only=True)
+    case = serializers.IntegerField(source="job.image.case_id", read_only=True)
+
+    class Meta(PredictionSerializer.Meta):
+        fields = ["id", "url", "job", "image", "case", *PredictionSerializer.Meta.fields[1:]]
+        read_only_fields = fields
+
+
+class JobSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:job-detail")
+    case = serializers.IntegerField(source="image.case_id", read_only=True)
+    # allow_null: a job without a prediction yet reads as null (the reverse one-to-one raises
+    # RelatedObjectDoesNotExist, which DRF turns into None for nullable fields).
+    prediction = PredictionSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = InferenceJob
+        fields = [
+            "id",
+            "url",
+            "image",
+            "case",
+            "status",
+            "attempt",
+            "model_name",
+            "model_version",
+            "error_message",
+            "created_at",
+            "queued_at",
+            "started_at",
+            "finished_at",
+            "prediction",
+        ]
+        read_only_fields = fields
+
+
+# Images ------------------------------------------------------------------------------------
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:image-detail")
+    file = serializers.HyperlinkedIdentityField(
+        view_name="api:image-file", help_text="Streams the stored image (same authentication)."
+    )
+
+    class Meta:
+        model = Image
+        fields = [
+            "id",
+            "url",
+            "case",
+            "file",
+            "original_name",
+            "format",
+            "width",
+            "height",
+            "size_bytes",
+            "sha256",
+            "uploaded_at",
+        ]
+        read_only_fields = fields
+
+
+class ImageWithJobsSerializer(ImageSerializer):
+    jobs = JobSerializer(many=True, read_only=True)
+
+    class Meta(ImageSerializer.Meta):
+        fields = [*ImageSerializer.Meta.fields, "jobs"]
+        read_only_fields = fields
+
+
+class ImageUploadSerializer(serializers.Serializer):
+    # Empty files pass here so that the upload inspection answers with its own message.
+    file = serializers.FileField(allow_empty_file=True, help_text="A PNG or JPEG chest image.")
+
+
+class UploadResultSerializer(serializers.Serializer):
+    """The 202 answer to an upload: the stored image and the job that will classify it."""
+
+    image = ImageSerializer()
+    job = JobSerializer()
+
+
+# Cases -------------------------------------------------------------------------------------
+
+
+def _latest_job(case: Case) -> InferenceJob | None:
+    jobs = [job for image in case.images.all() for job in image.jobs.all()]
+    return max(jobs, key=lambda job: (job.created_at, job.pk), default=None)
+
+
+class CaseSerializer(serializers.ModelSerializer):
+    """A case with a summary of its latest job.
+
+    The list reads the summary from the worklist's annotations (one query for the page); the
+    detail view computes it from the images and jobs it prefetched anyway.
+    """
+
+    url = serializers.HyperlinkedIdentityField(view_name="api:case-detail")
+    patient_mrn = serializers.CharField(source="patient.mrn", read_only=True)
+    patient_name = serializers.CharField(source="patient.name", read_only=True)
+    created_by = serializers.CharField(source="created_by.username", read_only=True)
+    status = serializers.SerializerMethodField(help_text="Status of the latest job; null before any upload.")
+    top_label = serializers.SerializerMethodField(help_text="Top finding of the latest job, once it succeeded.")
+    top_probability = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Case
+        fields = [
+            "id",
+            "url",
+            "patient",
+            "patient_mrn",
+            "patient_name",
+            "modality",
+            "indication",
+            "created_by",
+            "created_at",
+            "status",
+            "top_label",
+            "top_probability",
+        ]
+        read_only_fields = fields
+
+    def _summary(self, case: Case) -> tuple[str | None, str | None, float | None]:
+        if hasattr(case, "latest_status"):
+            return case.latest_status, case.latest_top_label, case.latest_top_probability
+        job = _latest_job(case)
+        if job is None:
+            return None, None, None
+        prediction = getattr(job, "prediction", None) if job.status == InferenceJob.Status.SUCCEEDED else None
+        return job.status, getattr(prediction, "top_label", None), getattr(prediction, "top_probability", None)
+
+    @extend_schema_field(serializers.ChoiceField(choices=InferenceJob.Status.choices, allow_null=True))
+    def get_status(self, case: Case) -> str | None:
+        return self._summary(case)[0]
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_top_label(self, case: Case) -> str | None:
+        return self._summary(case)[1]
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_top_probability(self, case: Case) -> float | None:
+        return self._summary(case)[2]
+
+
+class CaseDetailSerializer(CaseSerializer):
+    images = ImageWithJobsSerializer(many=True, read_only=True)
+
+    class Meta(CaseSerializer.Meta):
+        fields = [*CaseSerializer.Meta.fields, "images"]
+        read_only_fields = fields
+
+
+class DepartmentPatientField(serializers.PrimaryKeyRelatedField):
+    """A patient id, looked up among the requesting user's department only."""
+
+    default_error_messages = {"does_not_exist": "Unknown patient."}
+
+    def get_queryset(self) -> QuerySet[Patient]:
+        return selectors.patient_list_for_user(user=self.context["request"].user)
+
+
+class CaseCreateSerializer(serializers.Serializer):
+    # The queryset is only a type hint for the schema; lookups go through get_queryset.
+    patient = DepartmentPatientField(queryset=Patient.objects.none(), help_text="Patient id.")
+    modality = serializers.ChoiceField(choices=Modality.choices)
+    indication = serializers.CharField(required=False, allow_blank=True, default="")

@@ -1,0 +1,227 @@
+"""REST API views: thin adapters between HTTP and the selectors/services.
+
+Every object is fetched through a department-scoped selector, so another department's object
+is a 404, never a 403. Writes go through diagnosis.services; Django ValidationErrors they raise
+become 400s in diagnosis.api.errors.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Prefetch, QuerySet
+from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from diagnosis import selectors, services
+from diagnosis.api import serializers as s
+from diagnosis.api.filters import CaseFilter, PatientFilter
+from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
+
+logger = logging.getLogger(__name__)
+
+READ_ERRORS = {401: s.ErrorSerializer, 403: s.ErrorSerializer, 404: s.ErrorSerializer}
+WRITE_ERRORS = {400: s.ErrorSerializer, **READ_ERRORS}
+LIST_ERRORS = {400: s.ErrorSerializer, 401: s.ErrorSerializer, 403: s.ErrorSerializer}
+
+CONTENT_TYPES = {Image.Format.PNG: "image/png", Image.Format.JPEG: "image/jpeg"}
+
+
+def _jobs_with_predictions() -> Prefetch:
+    return Prefetch("jobs", queryset=InferenceJob.objects.select_related("prediction").order_by("created_at", "id"))
+
+
+def _created(data: dict, url: str) -> Response:
+    return Response(data, status=status.HTTP_201_CREATED, headers={"Location": url})
+
+
+# Patients ----------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    get=extend_schema(parameters=[PatientFilter], responses={200: s.PatientSerializer(many=True), **LIST_ERRORS}),
+    post=extend_schema(request=s.PatientCreateSerializer, responses={201: s.PatientSerializer, **LIST_ERRORS}),
+)
+class PatientListView(generics.ListCreateAPIView):
+    """Your department's patients, by name; `?mrn=` finds one by medical record number."""
+
+    serializer_class = s.PatientSerializer
+
+    def get_queryset(self) -> QuerySet[Patient]:
+        patients = selectors.patient_list_for_user(user=self.request.user)
+        if self.request.method != "GET":
+            return patients
+        query = PatientFilter(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return query.filter(patients)
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        data = s.PatientCreateSerializer(data=request.data, context=self.get_serializer_context())
+        data.is_valid(raise_exception=True)
+        patient = services.patient_create(created_by=request.user, **data.validated_data)
+        output = s.PatientSerializer(patient, context=self.get_serializer_context()).data
+        return _created(output, output["url"])
+
+
+@extend_schema_view(get=extend_schema(responses={200: s.PatientSerializer, **READ_ERRORS}))
+class PatientDetailView(generics.RetrieveAPIView):
+    serializer_class = s.PatientSerializer
+
+    def get_queryset(self) -> QuerySet[Patient]:
+        return selectors.patient_list_for_user(user=self.request.user)
+
+
+# Cases -------------------------------------------------------------------------------------
+
+
+@extend_schema_view(
+    get=extend_schema(parameters=[CaseFilter], responses={200: s.CaseSerializer(many=True), **LIST_ERRORS}),
+    post=extend_schema(request=s.CaseCreateSerializer, responses={201: s.CaseDetailSerializer, **LIST_ERRORS}),
+)
+class CaseListView(generics.ListCreateAPIView):
+    """Your department's cases, newest first, each with its latest job's status and finding."""
+
+    serializer_class = s.CaseSerializer
+
+    def get_queryset(self) -> QuerySet[Case]:
+        if self.request.method != "GET":
+            return selectors.case_list_for_user(user=self.request.user)
+        query = CaseFilter(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return query.cases(user=self.request.user)
+
+    def create(self, request: Request, *args, **kwargs) -> Response:
+        data = s.CaseCreateSerializer(data=request.data, context=self.get_serializer_context())
+        data.is_valid(raise_exception=True)
+        case = services.case_create(created_by=request.user, **data.validated_data)
+        case = selectors.case_detail(user=request.user, case_id=case.pk)
+        output = s.CaseDetailSerializer(case, context=self.get_serializer_context()).data
+        return _created(output, output["url"])
+
+
+@extend_schema_view(get=extend_schema(responses={200: s.CaseDetailSerializer, **READ_ERRORS}))
+class CaseDetailView(generics.RetrieveAPIView):
+    """One case with its images, each image's jobs and their predictions."""
+
+    serializer_class = s.CaseDetailSerializer
+
+    def get_object(self) -> Case:
+        try:
+            return selectors.case_detail(user=self.request.user, case_id=self.kwargs["pk"])
+        except Case.DoesNotExist:
+            raise NotFound() from None
+
+
+class CaseImageUploadView(generics.GenericAPIView):
+    parser_classes = [MultiPartParser]
+    serializer_class = s.ImageUploadSerializer
+
+    def get_queryset(self) -> QuerySet[Case]:
+        return selectors.case_list_for_user(user=self.request.user)
+
+    @extend_schema(
+        operation_id="cases_images_create",
+        request={"multipart/form-data": s.ImageUploadSerializer},
+        responses={
+            202: OpenApiResponse(
+                s.UploadResultSerializer,
+                description="Stored and queued for classification; the Location header is the job's URL.",
+            ),
+            415: s.ErrorSerializer,
+            **WRITE_ERRORS,
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Upload one PNG or JPEG image to a case and queue its classification.
+
+        Poll the job (Location header) until its status is `succeeded` or `failed`.
+        """
+        case = self.get_object()
+        data = self.get_serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            job = services.image_upload(case=case, file=data.validated_data["file"], uploaded_by=request.user)
+        except DjangoValidationError as exc:
+            # The inspection's message (with its code) belongs to the `file` field here.
+            raise DjangoValidationError({"file": exc.error_list}) from None
+        context = self.get_serializer_context()
+        body = s.UploadResultSerializer({"image": job.image, "job": job}, context=context).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["job"]["url"]})
+
+
+# Images, jobs, predictions -----------------------------------------------------------------
+
+
+@extend_schema_view(get=extend_schema(responses={200: s.ImageWithJobsSerializer, **READ_ERRORS}))
+class ImageDetailView(generics.RetrieveAPIView):
+    serializer_class = s.ImageWithJobsSerializer
+
+    def get_queryset(self) -> QuerySet[Image]:
+        return selectors.image_list_for_user(user=self.request.user).prefetch_related(_jobs_with_predictions())
+
+
+class IgnoreAcceptHeader(BaseContentNegotiation):
+    """The file view answers with the stored image whatever the Accept header says (an
+    `Accept: image/png` must not be a 406); its errors are JSON."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class ImageFileView(generics.GenericAPIView):
+    content_negotiation_class = IgnoreAcceptHeader
+    serializer_class = None
+
+    def get_queryset(self) -> QuerySet[Image]:
+        return selectors.image_list_for_user(user=self.request.user)
+
+    @extend_schema(
+        responses={
+            (200, "image/png"): OpenApiTypes.BINARY,
+            (200, "image/jpeg"): OpenApiTypes.BINARY,
+            **{(code, "application/json"): serializer for code, serializer in READ_ERRORS.items()},
+        }
+    )
+    def get(self, request: Request, pk: int) -> FileResponse:
+        """The stored image file, streamed after the department check."""
+        image = self.get_object()
+        try:
+            handle = services.image_open(image=image)
+        except FileNotFoundError:
+            logger.error("Image %s has a row but no file at %s", image.pk, image.file.name)
+            raise NotFound("The stored file of this image is missing.") from None
+        extension = "png" if image.format == Image.Format.PNG else "jpg"
+        response = FileResponse(
+            handle, content_type=CONTENT_TYPES[image.format], filename=f"image-{image.pk}.{extension}"
+        )
+        response["Cache-Control"] = "private, no-store"  # patient data: no shared or disk caches
+        return response
+
+
+@extend_schema_view(get=extend_schema(responses={200: s.JobSerializer, **READ_ERRORS}))
+class JobDetailView(generics.RetrieveAPIView):
+    """An inference job; `prediction` is null until it succeeded."""
+
+    serializer_class = s.JobSerializer
+
+    def get_queryset(self) -> QuerySet[InferenceJob]:
+        return selectors.job_list_for_user(user=self.request.user)
+
+
+@extend_schema_view(get=extend_schema(responses={200: s.PredictionDetailSerializer, **READ_ERRORS}))
+class PredictionDetailView(generics.RetrieveAPIView):
+    serializer_class = s.PredictionDetailSerializer
+
+    def get_queryset(self) -> QuerySet[Prediction]:
+        return selectors.prediction_list_for_user(user=self.request.user)

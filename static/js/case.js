@@ -1,0 +1,65 @@
+// Case page: poll the case's status JSON every 2 s while any job is pending or running, and
+// swap in each image's freshly rendered result block. Stops once every job has finished.
+(function () {
+  "use strict";
+
+  var root = document.getElementById("case-live");
+  if (!root || root.dataset.finished === "true") {
+    return;
+  }
+  var url = root.dataset.statusUrl;
+  var note = root.querySelector(".live-note");
+  var INTERVAL_MS = 2000;
+  var MAX_FAILURES = 5;
+  var failures = 0;
+
+  function setNote(text) {
+    if (note) {
+      note.textContent = text;
+    }
+  }
+
+  function apply(data) {
+    data.images.forEach(function (image) {
+      var block = document.getElementById("image-" + image.id);
+      if (!block) {
+        return; // uploaded from elsewhere since this page loaded; shown on the next reload
+      }
+      var current = block.querySelector(".job-result");
+      var status = image.job ? image.job.status : "none";
+      if (current && current.dataset.jobStatus !== status) {
+        current.outerHTML = image.html;
+      }
+    });
+  }
+
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok || response.headers.get("Content-Type").indexOf("application/json") !== 0) {
+          throw new Error("status " + response.status);
+        }
+        return response.json();
+      })
+      .then(function (data) {
+        failures = 0;
+        apply(data);
+        if (data.finished) {
+          root.dataset.finished = "true";
+          setNote("All classifications finished.");
+        } else {
+          window.setTimeout(poll, INTERVAL_MS);
+        }
+      })
+      .catch(function () {
+        failures += 1;
+        if (failures >= MAX_FAILURES) {
+          setNote("Live updates stopped (the server did not answer). Reload the page to see the latest status.");
+        } else {
+          window.setTimeout(poll, INTERVAL_MS * (failures + 1));
+        }
+      });
+  }
+
+  window.setTimeout(poll, INTERVAL_MS);
+})();

@@ -1,0 +1,111 @@
+"""The whole path with real processes: API upload -> Redis -> Celery worker -> PostgreSQL -> page.
+
+The worker is a `celery worker` subprocess on the pytest test database, so rows must really be
+committed (transactional tests) and `on_commit` publishes for real.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from diagnosis.models import InferenceJob, Prediction
+from ml.labels import display_name
+from tests.workers import WorkerPool, api_upload, case_for, finished_job, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+JOB_TIMEOUT = 90  # a fresh worker child imports TensorFlow before its first prediction
+
+
+@pytest.fixture
+def workers(tmp_path, settings, model_dir):
+    with WorkerPool(tmp_path / "workers", model_dir=model_dir) as pool:
+        yield pool
+
+
+def _image_block(html: str, image_id: int) -> str:
+    """The markup of one image's block on the case page (id="image-<id>")."""
+    match = re.search(rf'id="image-{image_id}"', html)
+    assert match, f"no block for image {image_id} on the case page"
+    following = re.search(r'id="image-\d+"', html[match.end() :])
+    return html[match.start() : match.end() + following.start()] if following else html[match.start() :]
+
+
+def _text_of(block: str, css_class: str) -> str:
+    match = re.search(rf'<(\w+)[^>]*class="[^"]*\b{css_class}\b[^"]*"[^>]*>(.*?)</\1>', block, re.DOTALL)
+    assert match, f"no element with class {css_class!r} in:\n{block}"
+    return re.sub(r"<[^>]+>", "", match.group(2)).strip()
+
+
+def test_upload_is_classified_by_a_real_worker(workers, api, rad_client, radiologist, chest_xray_bytes):
+    worker = workers.start()
+    case = case_for(radiologist, "xray")
+
+    first = api_upload(api, case, chest_xray_bytes)
+    second = api_upload(api, case, chest_xray_bytes)
+    jobs = [
+        wait_for(lambda job_id=body["job"]["id"]: finished_job(job_id), timeout=JOB_TIMEOUT, what="job", log=worker.log)
+        for body in (first, second)
+    ]
+
+    for job in jobs:
+        assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message
+        assert job.attempt == 1
+        assert (job.model_name, job.model_version) == ("xray-tiny", "1.0.0")
+        assert job.queued_at is not None
+        assert job.created_at <= job.queued_at <= job.started_at <= job.finished_at
+    assert Prediction.objects.filter(job__in=jobs).count() == 2
+    prediction = Prediction.objects.get(job=jobs[0])
+    assert set(prediction.probabilities) == {"normal", "pneumonia", "covid", "tuberculosis"}
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+    # The API shows the stored result.
+    detail = api.get(first["job"]["url"]).json()
+    assert detail["status"] == "succeeded"
+    assert detail["attempt"] == 1
+    assert detail["model_name"] == "xray-tiny"
+    assert detail["prediction"]["top_label"] == prediction.top_label
+    assert detail["prediction"]["model_version"] == "1.0.0"
+    assert detail["prediction"]["probabilities"] == pytest.approx(prediction.probabilities)
+
+    # So does the case page.
+    page = rad_client.get(f"/cases/{case.pk}/")
+    assert page.status_code == 200
+    block = _image_block(page.content.decode(), first["image"]["id"])
+    assert _text_of(block, "job-status").lower() == "succeeded"
+    assert _text_of(block, "top-label") == display_name(prediction.top_label)
+    assert "1.0.0" in _text_of(block, "model-version")
+
+    # One worker child served both jobs and loaded the model once, not once per task.
+    log = worker.log()
+    assert len(re.findall(r"Task diagnosis\.tasks\.run_inference_job\[\S+\] succeeded", log)) == 2
+    assert len(re.findall(r"Loaded model xray-tiny 1\.0\.0 from ", log)) == 1, log
+
+
+def test_ct_without_installed_model_fails_with_message(
+    workers, api, rad_client, radiologist, chest_xray_bytes, tmp_path
+):
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    worker = workers.start(model_dir=empty)
+    case = case_for(radiologist, "ct")
+
+    body = api_upload(api, case, chest_xray_bytes)
+    job = wait_for(lambda: finished_job(body["job"]["id"]), timeout=JOB_TIMEOUT, what="the CT job", log=worker.log)
+
+    assert job.status == InferenceJob.Status.FAILED
+    assert job.error_message == "no model installed for CT"
+    assert not Prediction.objects.filter(job=job).exists()
+    detail = api.get(body["job"]["url"]).json()
+    assert (detail["status"], detail["error_message"], detail["prediction"]) == (
+        "failed",
+        "no model installed for CT",
+        None,
+    )
+    page = rad_client.get(f"/cases/{case.pk}/")
+    block = _image_block(page.content.decode(), body["image"]["id"])
+    assert _text_of(block, "job-status").lower() == "failed"
+    assert "no model installed for CT" in block
+    assert 'class="top-label"' not in block

@@ -1,0 +1,56 @@
+"""The worklist runs a constant number of queries, whatever the number of cases."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from tests.factories import CaseFactory, InferenceJobFactory, PatientFactory, PredictionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def add_cases(user, count: int) -> None:
+    """Cases in every state, each with its own patient and image, like a real worklist."""
+    for n in range(count):
+        case = CaseFactory(patient=PatientFactory(department=user.department, created_by=user), created_by=user)
+        if n % 3 == 0:
+            PredictionFactory(job__image__case=case)
+        elif n % 3 == 1:
+            InferenceJobFactory(image__case=case, status="failed", error_message="boom")
+
+
+def worklist_queries(client, **params) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse("worklist"), params)
+    assert response.status_code == 200
+    return len(queries)
+
+
+@pytest.mark.parametrize("params", [{}, {"status": "succeeded", "q": "MRN", "modality": "xray"}])
+def test_worklist_query_count_does_not_grow_with_cases(rad_client, radiologist, params):
+    add_cases(radiologist, 3)
+    with_three = worklist_queries(rad_client, **params)
+    add_cases(radiologist, 27)
+    with_thirty = worklist_queries(rad_client, **params)
+    assert with_three == with_thirty
+    # session + user + department (top bar) + count + page
+    assert with_thirty <= 6
+
+
+def test_patient_page_query_count_does_not_grow_with_history(rad_client, radiologist):
+    patient = PatientFactory(department=radiologist.department, created_by=radiologist)
+
+    def history_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert rad_client.get(reverse("patient_detail", args=[patient.pk])).status_code == 200
+        return len(queries)
+
+    PredictionFactory(job__image__case=CaseFactory(patient=patient))
+    one = history_queries()
+    for _ in range(5):
+        PredictionFactory(job__image__case=CaseFactory(patient=patient))
+        InferenceJobFactory(image__case=CaseFactory(patient=patient), status="pending")
+    assert history_queries() == one
