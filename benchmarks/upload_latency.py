@@ -2,7 +2,8 @@
 
 Command (PostgreSQL and Redis answering on 127.0.0.1; nothing else may use Redis db 14):
 
-    .venv/bin/python -m benchmarks.upload_latency [--uploads 50] [--image PATH] [--model-dir DIR]
+    .venv/bin/python -m benchmarks.upload_latency [--uploads 50] [--image PATH]
+        [--model-dir DIR | --architecture tiny|resnet50|efficientnetb0|mobilenetv3small|...]
 
 What runs: each upload is `POST /api/v1/cases/<id>/images/` with token auth through DRF's
 APIClient in this process (the whole Django + DRF stack, without an HTTP socket), then
@@ -12,14 +13,18 @@ APIClient in this process (the whole Django + DRF stack, without an HTTP socket)
 Uploads go one at a time, so this is the latency of an idle, warm worker, not throughput.
 The worker is warmed with one job first (TensorFlow import and model load).
 
-Model: unless --model-dir names a folder of real models, the tiny untrained Keras models of
-tests/tiny_models.py (64x64 input, one conv layer): the figures are then the platform's own
-overhead (upload, queueing, database, decoding, preprocessing), not a real network's inference.
+Model: --model-dir names a folder of real (trained) models. Without it the default is the tiny
+untrained Keras models of tests/tiny_models.py (64x64 input, one conv layer): the figures are then
+the platform's own overhead (upload, queueing, database, decoding, preprocessing), not a real
+network's inference. --architecture resnet50 (or another training.architectures backbone) builds
+that network with untrained weights at its real input size: real inference cost, meaningless output.
+The output always names the model used.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -33,15 +38,40 @@ POLL_INTERVAL = 0.02
 FINISHED = {"succeeded", "failed"}
 
 
-def build_tiny_models(folder: Path) -> Path:
+def build_models(folder: Path, architecture: str) -> Path:
     # In a child process: this process plays the web server, which never loads TensorFlow.
-    code = (
-        "import sys; from pathlib import Path; from tests.tiny_models import build_model_dir as b; b(Path(sys.argv[1]))"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=ROOT, capture_output=True, text=True)
+    command = [sys.executable, "-m", "benchmarks.upload_latency", "--build-models", str(folder)]
+    done = subprocess.run(command + ["--architecture", architecture], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"Could not build the tiny models:\n{done.stderr}")
+        raise SystemExit(f"Could not build the {architecture} models:\n{done.stderr}")
     return folder
+
+
+def _build_models(folder: Path, architecture: str) -> None:
+    """Tiny test models, or one X-ray model with a real backbone and untrained (random) weights."""
+    from tests.tiny_models import XRAY_CLASSES, build_model_dir
+
+    if architecture == "tiny":
+        build_model_dir(folder)
+        return
+    from training.architectures import ARCHITECTURES, build_model
+
+    spec = ARCHITECTURES[architecture]
+    name = f"xray-{architecture}-untrained"
+    (folder / name).mkdir(parents=True)
+    build_model(architecture, n_classes=len(XRAY_CLASSES)).save(folder / name / "model.keras")
+    meta = {
+        "format_version": 1,
+        "name": name,
+        "version": "0.0.0",
+        "modality": "xray",
+        "classes": XRAY_CLASSES,
+        "preprocessing": {"width": spec.input_size, "height": spec.input_size, "scale": spec.scale, "color": "grey3"},
+        "calibration": {"temperature": 1.0},
+        "metrics": {},
+        "intended_use": "Benchmarks only: untrained weights, real architecture and input size.",
+    }
+    (folder / name / "model.json").write_text(json.dumps(meta, indent=2))
 
 
 def upload_and_wait(api, case_id: int, image_bytes: bytes, name: str, *, timeout: float = 120) -> dict:
@@ -73,8 +103,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uploads", type=int, default=50)
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="a PNG or JPEG chest image")
-    parser.add_argument("--model-dir", type=Path, help="real models (default: tests/tiny_models.py)")
+    parser.add_argument("--model-dir", type=Path, help="a folder of real (trained) models")
+    parser.add_argument(
+        "--architecture",
+        default="tiny",
+        help="without --model-dir: 'tiny' (tests/tiny_models.py) or a training.architectures backbone "
+        "(resnet50, efficientnetb0, mobilenetv3small, compact, ...) with untrained weights",
+    )
+    parser.add_argument("--build-models", type=Path, help=argparse.SUPPRESS)  # the child of build_models()
     args = parser.parse_args()
+    if args.build_models:
+        _build_models(args.build_models, args.architecture)
+        return
 
     scratch = Path(tempfile.mkdtemp(prefix="xnet-bench-upload-"))
     setup_django(scratch)
@@ -89,7 +129,7 @@ def main() -> None:
     from ml.registry import model_for
     from tests.workers import flush_broker, start_worker
 
-    model_dir = args.model_dir or build_tiny_models(scratch / "models")
+    model_dir = args.model_dir or build_models(scratch / "models", args.architecture)
     settings.XNET_MODEL_DIR = model_dir
     spec = model_for(Modality.XRAY, model_dir)
     if spec is None:
@@ -150,8 +190,11 @@ def main() -> None:
     with PILImage.open(args.image) as picture:
         image_info = f"{args.image.name}, {picture.width}x{picture.height} {picture.format}, {len(image_bytes)} bytes"
     model_info = f"{spec.name} {spec.version} from {model_dir}"
-    if args.model_dir is None:
+    if args.model_dir is None and args.architecture == "tiny":
         model_info += " (tests/tiny_models.py: untrained, 64x64 input, one conv layer)"
+    elif args.model_dir is None:
+        size = f"{spec.preprocessing.width}x{spec.preprocessing.height}"
+        model_info += f" ({args.architecture} backbone, untrained weights, {size} input)"
     print(f"XNET upload-to-result latency: {len(runs)} uploads, one at a time, warm worker")
     print(f"  machine : {machine()}")
     print(f"  model   : {model_info}")

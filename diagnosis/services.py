@@ -139,6 +139,7 @@ def job_enqueue(*, job_id: int) -> bool:
     job = InferenceJob.objects.select_related("image__case").filter(pk=job_id).first()
     if job is None or job.status != InferenceJob.Status.PENDING:
         return False
+    queued_at = timezone.now()
     try:
         run_inference_job.apply_async(args=[job.pk], queue=job.image.case.modality)
     except Exception:
@@ -146,7 +147,9 @@ def job_enqueue(*, job_id: int) -> bool:
         # is back. Failing the request here would lose nothing but confuse the user.
         logger.exception("Could not queue inference job %s; the sweeper will retry", job.pk)
         return False
-    InferenceJob.objects.filter(pk=job.pk, status=InferenceJob.Status.PENDING).update(queued_at=timezone.now())
+    # Whatever the status now: an idle worker may have claimed the job already, and filtering on
+    # PENDING here left queued_at empty on a job that ran.
+    InferenceJob.objects.filter(pk=job.pk).update(queued_at=queued_at)
     return True
 
 

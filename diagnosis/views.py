@@ -81,8 +81,11 @@ def worklist(request: HttpRequest) -> HttpResponse:
 @require_GET
 def patient_list(request: HttpRequest) -> HttpResponse:
     form = PatientSearchForm(request.GET)
-    patients = selectors.patient_list_for_user(user=request.user).annotate(
-        case_count=Count("cases"), last_case_at=Max("cases__created_at")
+    # Meta.ordering does not apply to aggregate queries: order explicitly for stable pages.
+    patients = (
+        selectors.patient_list_for_user(user=request.user)
+        .annotate(case_count=Count("cases"), last_case_at=Max("cases__created_at"))
+        .order_by("name", "mrn")
     )
     if form.is_valid() and form.cleaned_data["q"]:
         q = form.cleaned_data["q"].strip()

@@ -32,7 +32,8 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     fi
     export DEBIAN_FRONTEND=noninteractive
     "${as_root[@]}" apt-get update -q
-    "${as_root[@]}" apt-get install -y -q --no-install-recommends chromium chromium-driver
+    # fonts-liberation: a Recommends of chromium; without fonts, pages lay out differently.
+    "${as_root[@]}" apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-liberation
 fi
 
 echo "==> PostgreSQL and Redis"

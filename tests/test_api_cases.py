@@ -43,6 +43,8 @@ def test_create_case(api, patient, radiologist):
     body = response.json()
     assert body["id"] == case.pk
     assert response["Location"] == body["url"] == f"http://testserver/api/v1/cases/{case.pk}/"
+    # A plain str: wsgiref (runserver) rejects str subclasses such as DRF's Hyperlink with a 500.
+    assert type(response["Location"]) is str
     assert (body["patient"], body["patient_mrn"], body["modality"]) == (patient.pk, "A-1", "ct")
     assert (body["status"], body["images"]) == (None, [])
 
@@ -172,6 +174,4 @@ def test_detail_nests_images_jobs_and_predictions(api, patient, django_assert_ma
 def test_unknown_case_is_404(api):
     response = api.get("/api/v1/cases/424242/")
     assert response.status_code == 404
-    assert response.json() == {
-        "error": {"status": 404, "code": "not_found", "message": "Not found.", "fields": {}}
-    }
+    assert response.json() == {"error": {"status": 404, "code": "not_found", "message": "Not found.", "fields": {}}}

@@ -50,7 +50,8 @@ def test_pending_job(api, radiologist, chest_xray_bytes):
     assert body == upload.json()["job"]
     assert (body["status"], body["attempt"], body["prediction"]) == ("pending", 0, None)
     assert (body["image"], body["case"]) == (upload.json()["image"]["id"], case.pk)
-    assert body["started_at"] is None and body["finished_at"] is None
+    assert body["started_at"] is None
+    assert body["finished_at"] is None
 
 
 def test_succeeded_job_shows_prediction(api, radiologist, chest_xray_bytes, installed_models):

@@ -51,12 +51,15 @@ def test_upload_answers_202_with_job_location(
     body = response.json()
     job = InferenceJob.objects.get()
     image = Image.objects.get()
-    assert job.image == image and image.case == case
+    assert job.image == image
+    assert image.case == case
     assert body["job"]["id"] == job.pk
     assert body["job"]["status"] == "pending"
     assert body["job"]["prediction"] is None
     assert body["job"]["url"] == f"http://testserver/api/v1/jobs/{job.pk}/"
     assert response["Location"] == body["job"]["url"]
+    # A plain str: wsgiref (runserver) rejects str subclasses such as DRF's Hyperlink with a 500.
+    assert type(response["Location"]) is str
     assert body["image"]["id"] == image.pk
     assert body["image"]["file"] == f"http://testserver/api/v1/images/{image.pk}/file/"
     assert (body["image"]["width"], body["image"]["height"], body["image"]["format"]) == (224, 224, "JPEG")

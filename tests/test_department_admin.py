@@ -133,7 +133,9 @@ def test_create_user_bad_input_is_400(admin_client, radiologist, overrides, mess
 
 
 def test_change_role(admin_client, colleague):
-    response = admin_client.post(reverse("user_edit", args=[colleague.pk]), {"action": "role", "role": "department_admin"})
+    response = admin_client.post(
+        reverse("user_edit", args=[colleague.pk]), {"action": "role", "role": "department_admin"}
+    )
     assert response.status_code == 302
     colleague.refresh_from_db()
     assert colleague.role == "department_admin"

@@ -56,7 +56,9 @@ def test_patient_page_shows_cases_and_uploads_over_time(rad_client, radiologist,
     newer = CaseFactory(patient=patient, modality="ct", created_at=now)
     first = ImageFactory(case=older, uploaded_at=now - timedelta(days=30), original_name="first.png")
     PredictionFactory(job__image=first, top_label="pneumonia", top_probability=0.9)
-    second = ImageFactory(case=older, uploaded_by=colleague, uploaded_at=now - timedelta(days=29), original_name="b.png")
+    second = ImageFactory(
+        case=older, uploaded_by=colleague, uploaded_at=now - timedelta(days=29), original_name="b.png"
+    )
     InferenceJobFactory(image=second, status="failed", error_message="boom")
     third = ImageFactory(case=newer, original_name="ct.png")
     InferenceJobFactory(image=third)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
@@ -87,7 +87,7 @@ def test_worklist_modality_filter(rad_client, make_case):
 
 def test_worklist_date_range(rad_client, make_case):
     def at(day: int):
-        return timezone.make_aware(datetime(2026, 3, day, 12, 0))
+        return datetime(2026, 3, day, 12, 0, tzinfo=UTC)
 
     first, second, third = (make_case(created_at=at(day)) for day in (1, 10, 20))
     response = rad_client.get(reverse("worklist"), {"date_from": "2026-03-05", "date_to": "2026-03-20"})

@@ -8,6 +8,7 @@ beat-driven sweeper in a real worker.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import pytest
 
@@ -95,8 +96,10 @@ def test_job_of_a_killed_worker_finishes_exactly_once(workers, api, radiologist,
 
 
 def test_upload_while_broker_is_down_is_queued_by_the_sweeper(
-    workers, private_redis, api, radiologist, chest_xray_bytes
+    private_redis, workers, api, radiologist, chest_xray_bytes
 ):
+    """An upload never waits on a dead broker; the sweeper publishes what could not be published."""
+    # private_redis comes before workers, so teardown stops the worker before its broker.
     case = case_for(radiologist, "xray")
     with broker_switched_to(private_redis.url):
         # While the broker is up the upload is published at once (and the pool holds a connection).
@@ -118,7 +121,7 @@ def test_upload_while_broker_is_down_is_queued_by_the_sweeper(
         env={"XNET_SWEEP_INTERVAL": "1", "XNET_JOB_UNQUEUED_GRACE": "1", "XNET_JOB_REQUEUE_PENDING_AFTER": "2"},
     )
     for job_id in (unpublished, published):
-        job = wait_for(lambda job_id=job_id: finished_job(job_id), timeout=60, what=f"job {job_id}", log=worker.log)
+        job = wait_for(partial(finished_job, job_id), timeout=60, what=f"job {job_id}", log=worker.log)
         assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message
         assert job.attempt == 1
         assert job.queued_at is not None

@@ -42,7 +42,12 @@ T = TypeVar("T")
 
 
 def wait_for(
-    predicate: Callable[[], T], *, timeout: float, what: str, interval: float = 0.2, log: Callable[[], str] = str
+    predicate: Callable[[], T],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    log: Callable[[], str] | None = None,
 ) -> T:
     """Poll until predicate() is truthy; fail with `what` (and a log tail) after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -51,7 +56,7 @@ def wait_for(
         if value:
             return value
         if time.monotonic() > deadline:
-            tail = log()[-6000:]
+            tail = log()[-6000:] if log else ""
             raise AssertionError(
                 f"Timed out after {timeout:.0f} s waiting for {what}" + (f"\n--- log ---\n{tail}" if tail else "")
             )
@@ -63,6 +68,7 @@ def _kill_group(process: subprocess.Popen, sig: int, *, timeout: float) -> None:
     try:
         os.killpg(process.pid, sig)
     except ProcessLookupError:
+        process.poll()  # reap the leader if it is a zombie of ours
         return
     try:
         process.wait(timeout=timeout)

@@ -40,7 +40,7 @@ def _jobs_with_predictions() -> Prefetch:
 
 
 def _created(data: dict, url: str) -> Response:
-    return Response(data, status=status.HTTP_201_CREATED, headers={"Location": url})
+    return Response(data, status=status.HTTP_201_CREATED, headers={"Location": str(url)})
 
 
 # Patients ----------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ class CaseImageUploadView(generics.GenericAPIView):
             raise DjangoValidationError({"file": exc.error_list}) from None
         context = self.get_serializer_context()
         body = s.UploadResultSerializer({"image": job.image, "job": job}, context=context).data
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["job"]["url"]})
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["job"]["url"])})
 
 
 # Images, jobs, predictions -----------------------------------------------------------------
