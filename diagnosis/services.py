@@ -7,6 +7,7 @@ that call these. TensorFlow is reached only through `ml.inference`, imported laz
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -232,40 +233,114 @@ def job_succeed(
     return True
 
 
+def _claim_more(*, first: InferenceJob, limit: int) -> list[InferenceJob]:
+    """Claim up to `limit` other pending jobs of the same modality, oldest first.
+
+    skip_locked: jobs another worker is claiming right now are left to it. Their own queue
+    messages arrive later, find them running or finished and return (claiming is idempotent).
+    """
+    if limit <= 0:
+        return []
+    now = timezone.now()
+    with transaction.atomic():
+        jobs = list(
+            InferenceJob.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(
+                status=InferenceJob.Status.PENDING,
+                image__case__modality=first.image.case.modality,
+                attempt__lt=settings.XNET_JOB_MAX_ATTEMPTS,
+            )
+            .exclude(pk=first.pk)
+            .order_by("created_at", "id")[:limit]
+        )
+        for job in jobs:
+            job.status = InferenceJob.Status.RUNNING
+            job.attempt += 1
+            job.started_at = now
+            job.finished_at = None
+            job.error_message = ""
+            job.save(update_fields=["status", "attempt", "started_at", "finished_at", "error_message"])
+    return list(InferenceJob.objects.select_related("image__case").filter(pk__in=[job.pk for job in jobs]))
+
+
+def job_claim_batch(*, job_id: int) -> list[InferenceJob]:
+    """The task's job, claimed, plus other pending jobs of its modality for one model call.
+
+    Predicting several images in one call is much cheaper per image than one call each. The
+    batch is bounded in size (XNET_BATCH_MAX_SIZE) and in how long a lone job waits for company
+    (XNET_BATCH_WAIT_MS; 0, the default, batches only what is already waiting).
+    """
+    first = job_claim(job_id=job_id)
+    if first is None:
+        return []
+    batch = [first, *_claim_more(first=first, limit=settings.XNET_BATCH_MAX_SIZE - 1)]
+    if len(batch) < settings.XNET_BATCH_MAX_SIZE and settings.XNET_BATCH_WAIT_MS > 0:
+        time.sleep(settings.XNET_BATCH_WAIT_MS / 1000)
+        batch += _claim_more(first=first, limit=settings.XNET_BATCH_MAX_SIZE - len(batch))
+    return batch
+
+
 def job_run(*, job_id: int) -> None:
-    """Claim a job, classify its image outside any transaction, and store the result."""
-    job = job_claim(job_id=job_id)
-    if job is None:
+    """Claim a job (and a batch of others waiting), classify outside any transaction, store results."""
+    batch = job_claim_batch(job_id=job_id)
+    if not batch:
         return
-    modality = job.image.case.modality
+    first, others = batch[0], batch[1:]
+    try:
+        _run_batch(batch)
+    except BaseException as exc:
+        # A time limit, a database error or a crash. The task records what happened to its own
+        # job (a retry for a database error, a failure otherwise); the others go back to their
+        # queue untouched rather than wait for the sweeper.
+        if isinstance(exc, (OperationalError, InterfaceError)):
+            job_release(job_id=first.pk, attempt=first.attempt)
+        for job in others:
+            job_release(job_id=job.pk, attempt=job.attempt)
+            job_enqueue(job_id=job.pk)
+        raise
+
+
+def _run_batch(batch: list[InferenceJob]) -> None:
+    modality = batch[0].image.case.modality
     try:
         spec = model_for(modality, settings.XNET_MODEL_DIR)
     except ModelSpecError as exc:
-        job_fail(job_id=job.pk, attempt=job.attempt, message=f"The installed model cannot be used: {exc}")
-        return
+        spec, message = None, f"The installed model cannot be used: {exc}"
+    else:
+        message = f"no model installed for {MODALITY_SHORT[modality]}"
     if spec is None:
-        job_fail(job_id=job.pk, attempt=job.attempt, message=f"no model installed for {MODALITY_SHORT[modality]}")
+        for job in batch:
+            job_fail(job_id=job.pk, attempt=job.attempt, message=message)
         return
-    InferenceJob.objects.filter(pk=job.pk).update(model_name=spec.name, model_version=spec.version)
+    InferenceJob.objects.filter(pk__in=[job.pk for job in batch]).update(
+        model_name=spec.name, model_version=spec.version
+    )
 
     from ml import inference  # Keras loads here, in the worker only.
 
-    try:
-        with image_open(image=job.image) as handle:
-            probabilities = inference.predict(spec, handle)
-    except (inference.InferenceError, OSError, ValueError) as exc:
-        job_fail(job_id=job.pk, attempt=job.attempt, message=f"The model could not process this image: {exc}")
+    ready: list[tuple[InferenceJob, object]] = []
+    for job in batch:
+        try:
+            with image_open(image=job.image) as handle:
+                ready.append((job, inference.prepare_input(spec, handle)))
+        except (inference.InferenceError, OSError, ValueError) as exc:
+            job_fail(job_id=job.pk, attempt=job.attempt, message=f"The model could not process this image: {exc}")
+    if not ready:
         return
-    except (OperationalError, InterfaceError):
-        job_release(job_id=job.pk, attempt=job.attempt)  # the task retries it
-        raise
-    job_succeed(
-        job_id=job.pk,
-        attempt=job.attempt,
-        model_name=spec.name,
-        model_version=spec.version,
-        probabilities=probabilities,
-    )
+    try:
+        results = inference.predict_inputs(spec, [array for _, array in ready])
+    except inference.InferenceError as exc:
+        for job, _ in ready:
+            job_fail(job_id=job.pk, attempt=job.attempt, message=f"The model could not process this image: {exc}")
+        return
+    for (job, _), probabilities in zip(ready, results, strict=True):
+        job_succeed(
+            job_id=job.pk,
+            attempt=job.attempt,
+            model_name=spec.name,
+            model_version=spec.version,
+            probabilities=probabilities,
+        )
 
 
 def job_abort(*, job_id: int, message: str) -> None:

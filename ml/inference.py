@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -64,8 +64,17 @@ def predict_batch(spec: ModelSpec, batch: np.ndarray) -> np.ndarray:
     return calibrate(output, spec.temperature)
 
 
-def predict(spec: ModelSpec, image_path: str | Path) -> dict[str, float]:
+def prepare_input(spec: ModelSpec, source: str | Path | BinaryIO) -> np.ndarray:
+    """One image file -> the model's input array, with the preprocessing recorded in model.json."""
+    return prepare(source, spec.preprocessing)
+
+
+def predict_inputs(spec: ModelSpec, arrays: list[np.ndarray]) -> list[dict[str, float]]:
+    """Class label -> calibrated probability for each prepared image, in one model call."""
+    probabilities = predict_batch(spec, np.stack(arrays))
+    return [{label: float(p) for label, p in zip(spec.classes, row, strict=True)} for row in probabilities]
+
+
+def predict(spec: ModelSpec, source: str | Path | BinaryIO) -> dict[str, float]:
     """Class label -> calibrated probability for one image file."""
-    batch = prepare(image_path, spec.preprocessing)[None, ...]
-    probabilities = predict_batch(spec, batch)[0]
-    return {label: float(p) for label, p in zip(spec.classes, probabilities, strict=True)}
+    return predict_inputs(spec, [prepare_input(spec, source)])[0]

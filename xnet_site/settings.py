@@ -130,6 +130,10 @@ XNET_JOB_UNQUEUED_GRACE = env_int("XNET_JOB_UNQUEUED_GRACE", 10, minimum=1)
 XNET_JOB_REQUEUE_PENDING_AFTER = env_int("XNET_JOB_REQUEUE_PENDING_AFTER", 600, minimum=1)
 XNET_JOB_MAX_ATTEMPTS = env_int("XNET_JOB_MAX_ATTEMPTS", 3, minimum=1)
 XNET_SWEEP_INTERVAL = env_int("XNET_SWEEP_INTERVAL", 30, minimum=1)
+# Worker batching: a worker takes up to XNET_BATCH_MAX_SIZE pending jobs of one modality into a
+# single model call, waiting at most XNET_BATCH_WAIT_MS for more when it has only one.
+XNET_BATCH_MAX_SIZE = env_int("XNET_BATCH_MAX_SIZE", 16, minimum=1)
+XNET_BATCH_WAIT_MS = env_int("XNET_BATCH_WAIT_MS", 0, minimum=0)
 
 # Celery. The default broker needs no server: kombu's filesystem transport in var/broker.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
