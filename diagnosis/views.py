@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import markdown
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -26,6 +28,7 @@ from diagnosis import selectors, services
 from diagnosis.forms import CaseCreateForm, ImagesUploadForm, PatientSearchForm, WorklistFilterForm
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
 from ml.labels import display_name
+from ml.registry import ModelSpec, find_model
 
 PAGE_SIZE = 25
 CONTENT_TYPES = {Image.Format.PNG: "image/png", Image.Format.JPEG: "image/jpeg"}
@@ -252,3 +255,43 @@ def image_file(request: HttpRequest, image_id: int) -> FileResponse:
     response = FileResponse(handle, content_type=CONTENT_TYPES.get(image.format, "application/octet-stream"))
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+# Model cards -------------------------------------------------------------------------------
+
+CARD_FIGURES = ("confusion_matrix.png", "roc_curves.png", "reliability_diagram.png")
+
+
+def _installed_model_or_404(name: str, version: str) -> ModelSpec:
+    spec = find_model(settings.XNET_MODEL_DIR, name, version)
+    if spec is None:
+        raise Http404(f"Model {name} {version} is not installed here; its card went with it.")
+    return spec
+
+
+@login_required
+@require_GET
+def model_card(request: HttpRequest, name: str, version: str) -> HttpResponse:
+    """How far to trust a model: its card, next to every result it produced."""
+    spec = _installed_model_or_404(name, version)
+    card_file = spec.folder / "CARD.md"
+    # CARD.md comes from the model folder, which the operator installs (trusted), not from users.
+    card_html = markdown.markdown(card_file.read_text(), extensions=["tables"]) if card_file.is_file() else ""
+    figures = [figure for figure in CARD_FIGURES if (spec.folder / figure).is_file()]
+    return render(
+        request,
+        "diagnosis/model_card.html",
+        {"spec": spec, "meta": spec.card, "card_html": card_html, "figures": figures},
+    )
+
+
+@login_required
+@require_GET
+def model_card_figure(request: HttpRequest, name: str, version: str, figure: str) -> FileResponse:
+    if figure not in CARD_FIGURES:
+        raise Http404("No such figure.")
+    spec = _installed_model_or_404(name, version)
+    path = spec.folder / figure
+    if not path.is_file():
+        raise Http404("This model's card has no such figure.")
+    return FileResponse(path.open("rb"), content_type="image/png")

@@ -105,3 +105,8 @@ def model_for(modality: str, model_dir: Path) -> ModelSpec | None:
     if not candidates:
         return None
     return max(candidates, key=lambda spec: (_version_key(spec.version), spec.name))
+
+
+def find_model(model_dir: Path, name: str, version: str) -> ModelSpec | None:
+    """The installed model with this name and version (a prediction's model), or None."""
+    return next((spec for spec in installed_models(model_dir) if (spec.name, spec.version) == (name, version)), None)

@@ -23,6 +23,7 @@ JOB_FIELDS = {
     "attempt",
     "model_name",
     "model_version",
+    "model_card_url",
     "error_message",
     "created_at",
     "queued_at",
@@ -30,7 +31,16 @@ JOB_FIELDS = {
     "finished_at",
     "prediction",
 }
-PREDICTION_FIELDS = {"id", "probabilities", "top_label", "top_probability", "model_name", "model_version", "created_at"}
+PREDICTION_FIELDS = {
+    "id",
+    "probabilities",
+    "top_label",
+    "top_probability",
+    "model_name",
+    "model_version",
+    "model_card_url",
+    "created_at",
+}
 
 
 def _upload(api, radiologist, image_bytes, *, modality="xray"):
@@ -49,6 +59,7 @@ def test_pending_job(api, radiologist, chest_xray_bytes):
     assert set(body) == JOB_FIELDS
     assert body == upload.json()["job"]
     assert (body["status"], body["attempt"], body["prediction"]) == ("pending", 0, None)
+    assert body["model_card_url"] is None  # no model has looked at it yet
     assert (body["image"], body["case"]) == (upload.json()["image"]["id"], case.pk)
     assert body["started_at"] is None
     assert body["finished_at"] is None
@@ -64,6 +75,10 @@ def test_succeeded_job_shows_prediction(api, radiologist, chest_xray_bytes, inst
     assert job["started_at"] <= job["finished_at"]
     prediction = job["prediction"]
     assert set(prediction) == PREDICTION_FIELDS
+    card_url = "http://testserver/models/xray-tiny/1.0.0/"
+    assert job["model_card_url"] == prediction["model_card_url"] == card_url
+    card = api.get(card_url)  # token authentication does not open pages: the card is a web page
+    assert card.status_code == 302
     assert set(prediction["probabilities"]) == {"normal", "pneumonia", "covid", "tuberculosis"}
     assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert prediction["top_probability"] == max(prediction["probabilities"].values())

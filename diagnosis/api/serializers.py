@@ -8,6 +8,7 @@ so they never query per row.
 from __future__ import annotations
 
 from django.db.models import QuerySet
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -62,12 +63,45 @@ class PatientCreateSerializer(serializers.Serializer):
 # Predictions and jobs ----------------------------------------------------------------------
 
 
+class ModelCardUrlField(serializers.Field):
+    """The web page of the model card (metrics, intended use, limits) of the object's model."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("source", "*")
+        kwargs.setdefault("read_only", True)
+        kwargs.setdefault("allow_null", True)
+        kwargs.setdefault(
+            "help_text", "The model card page (how far to trust the model); null before a model ran."
+        )
+        super().__init__(**kwargs)
+
+    def to_representation(self, instance) -> str | None:
+        if not instance.model_name or not instance.model_version:
+            return None
+        path = reverse("model_card", args=[instance.model_name, instance.model_version])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+extend_schema_field({"type": "string", "format": "uri", "nullable": True})(ModelCardUrlField)
+
+
 class PredictionSerializer(serializers.ModelSerializer):
     probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Class label -> probability.")
+    model_card_url = ModelCardUrlField()
 
     class Meta:
         model = Prediction
-        fields = ["id", "probabilities", "top_label", "top_probability", "model_name", "model_version", "created_at"]
+        fields = [
+            "id",
+            "probabilities",
+            "top_label",
+            "top_probability",
+            "model_name",
+            "model_version",
+            "model_card_url",
+            "created_at",
+        ]
         read_only_fields = fields
 
 
@@ -83,6 +117,7 @@ class PredictionDetailSerializer(PredictionSerializer):
 
 class JobSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:job-detail")
+    model_card_url = ModelCardUrlField()
     case = serializers.IntegerField(source="image.case_id", read_only=True)
     # allow_null: a job without a prediction yet reads as null (the reverse one-to-one raises
     # RelatedObjectDoesNotExist, which DRF turns into None for nullable fields).
@@ -99,6 +134,7 @@ class JobSerializer(serializers.ModelSerializer):
             "attempt",
             "model_name",
             "model_version",
+            "model_card_url",
             "error_message",
             "created_at",
             "queued_at",
@@ -241,3 +277,31 @@ class CaseCreateSerializer(serializers.Serializer):
     patient = DepartmentPatientField(queryset=Patient.objects.none(), help_text="Patient id.")
     modality = serializers.ChoiceField(choices=Modality.choices)
     indication = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+# Installed models --------------------------------------------------------------------------
+
+
+class InstalledModelSerializer(serializers.Serializer):
+    """An installed model folder (ml.registry.ModelSpec) and the figures of its model.json."""
+
+    name = serializers.CharField()
+    version = serializers.CharField()
+    modality = serializers.ChoiceField(choices=Modality.choices)
+    classes = serializers.ListField(child=serializers.CharField())
+    input_size = serializers.SerializerMethodField(help_text="[width, height] in pixels.")
+    calibration_temperature = serializers.FloatField(source="temperature")
+    architecture = serializers.CharField(source="card.architecture", default="")
+    pretrained = serializers.BooleanField(source="card.pretrained", default=False)
+    intended_use = serializers.CharField(source="card.intended_use", default="")
+    limitations = serializers.ListField(child=serializers.CharField(), source="card.limitations", default=list)
+    metrics = serializers.DictField(help_text="As model.json records them: test-split figures with 95 % intervals.")
+    card_url = serializers.SerializerMethodField(help_text="The model card's web page.")
+
+    def get_input_size(self, spec) -> list[int]:
+        return [spec.preprocessing.width, spec.preprocessing.height]
+
+    def get_card_url(self, spec) -> str:
+        path = reverse("model_card", args=[spec.name, spec.version])
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path

@@ -17,6 +17,7 @@ urlpatterns = [
     path("images/<int:pk>/file/", views.ImageFileView.as_view(), name="image-file"),
     path("jobs/<int:pk>/", views.JobDetailView.as_view(), name="job-detail"),
     path("predictions/<int:pk>/", views.PredictionDetailView.as_view(), name="prediction-detail"),
+    path("models/", views.InstalledModelListView.as_view(), name="model-list"),
     # Last: any other address under /api/v1/ is a 404 in the API's error format, not HTML.
     re_path(r"^.*$", not_found),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse
@@ -25,6 +26,7 @@ from diagnosis import selectors, services
 from diagnosis.api import serializers as s
 from diagnosis.api.filters import CaseFilter, PatientFilter
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
+from ml.registry import ModelSpec, installed_models
 
 logger = logging.getLogger(__name__)
 
@@ -225,3 +227,17 @@ class PredictionDetailView(generics.RetrieveAPIView):
 
     def get_queryset(self) -> QuerySet[Prediction]:
         return selectors.prediction_list_for_user(user=self.request.user)
+
+
+@extend_schema_view(get=extend_schema(responses={200: s.InstalledModelSerializer(many=True), **READ_ERRORS}))
+class InstalledModelListView(generics.ListAPIView):
+    """The models this installation runs, with their metrics, intended use and card.
+
+    Not paginated: a handful of folders. Not department data: every user may read it.
+    """
+
+    serializer_class = s.InstalledModelSerializer
+    pagination_class = None
+
+    def get_queryset(self) -> list[ModelSpec]:
+        return installed_models(settings.XNET_MODEL_DIR)

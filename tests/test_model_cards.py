@@ -1,0 +1,107 @@
+"""Model cards: the page a result links to, its figures, and the API's link to it."""
+
+import shutil
+
+import pytest
+from django.urls import reverse
+from PIL import Image as PILImage
+
+from diagnosis import services
+from tests.factories import CaseFactory, ImageFactory, InferenceJobFactory, PatientFactory, PredictionFactory
+
+pytestmark = pytest.mark.django_db
+
+CARD = """# xray-tiny 1.0.0
+
+| class | sensitivity |
+|---|---|
+| normal | 91.0 % |
+"""
+
+
+@pytest.fixture
+def carded_models(settings, model_dir, tmp_path):
+    """The tiny models, the X-ray one with a CARD.md and one figure, as training/report.py writes them."""
+    folder = tmp_path / "models"
+    shutil.copytree(model_dir, folder)
+    (folder / "xray-tiny" / "CARD.md").write_text(CARD)
+    PILImage.new("RGB", (40, 30), "white").save(folder / "xray-tiny" / "roc_curves.png")
+    settings.XNET_MODEL_DIR = folder
+    return folder
+
+
+def test_card_page_shows_the_card(rad_client, carded_models):
+    response = rad_client.get(reverse("model_card", args=["xray-tiny", "1.0.0"]))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "xray-tiny" in html
+    assert "Software tests only: an untrained network with random weights." in html  # intended use
+    assert "<td>91.0 %</td>" in html  # the Markdown table, rendered
+    assert reverse("model_card_figure", args=["xray-tiny", "1.0.0", "roc_curves.png"]) in html
+    assert "confusion_matrix.png" not in html  # only figures the folder has
+
+
+def test_card_figure_is_served(rad_client, carded_models):
+    response = rad_client.get(reverse("model_card_figure", args=["xray-tiny", "1.0.0", "roc_curves.png"]))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+    assert b"".join(response.streaming_content).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("figure", ["model.keras", "model.json", "confusion_matrix.png"])
+def test_only_card_figures_the_folder_has(rad_client, carded_models, figure):
+    response = rad_client.get(reverse("model_card_figure", args=["xray-tiny", "1.0.0", figure]))
+    assert response.status_code == 404
+
+
+def test_card_of_a_model_not_installed_is_404_with_a_reason(rad_client, carded_models):
+    response = rad_client.get(reverse("model_card", args=["xray-tiny", "0.9.0"]))
+    assert response.status_code == 404
+
+
+def test_card_without_card_file_says_so(rad_client, carded_models):
+    response = rad_client.get(reverse("model_card", args=["ct-tiny", "1.0.0"]))
+    assert response.status_code == 200
+    assert "This model folder has no CARD.md." in response.content.decode()
+
+
+def test_card_needs_login(client, carded_models):
+    response = client.get(reverse("model_card", args=["xray-tiny", "1.0.0"]))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_case_page_links_each_result_to_its_models_card(rad_client, radiologist, carded_models):
+    patient = PatientFactory(department=radiologist.department, created_by=radiologist)
+    case = CaseFactory(patient=patient, created_by=radiologist)
+    job = InferenceJobFactory(image=ImageFactory(case=case), status="succeeded", model_name="xray-tiny")
+    PredictionFactory(job=job, model_name="xray-tiny", model_version="1.0.0")
+    html = rad_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    assert f'href="{reverse("model_card", args=["xray-tiny", "1.0.0"])}"' in html
+
+
+def test_api_lists_installed_models_with_their_cards(api, carded_models):
+    response = api.get("/api/v1/models/")
+    assert response.status_code == 200
+    models = {(item["name"], item["version"]): item for item in response.json()}
+    assert set(models) == {("xray-tiny", "1.0.0"), ("ct-tiny", "1.0.0")}
+    xray = models["xray-tiny", "1.0.0"]
+    assert xray["modality"] == "xray"
+    assert xray["classes"] == ["normal", "pneumonia", "covid", "tuberculosis"]
+    assert xray["card_url"] == "http://testserver/models/xray-tiny/1.0.0/"
+    assert xray["intended_use"] == "Software tests only: an untrained network with random weights."
+
+
+def test_api_models_needs_authentication(client, carded_models):
+    assert client.get("/api/v1/models/").status_code == 401
+
+
+def test_job_links_the_card_of_the_model_that_ran(api, radiologist, chest_xray_bytes, carded_models):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    patient = PatientFactory(department=radiologist.department, created_by=radiologist)
+    case = CaseFactory(patient=patient, created_by=radiologist)
+    job = services.image_upload(case=case, file=SimpleUploadedFile("c.jpg", chest_xray_bytes), uploaded_by=radiologist)
+    services.job_run(job_id=job.pk)
+    body = api.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert body["prediction"]["model_card_url"] == "http://testserver/models/xray-tiny/1.0.0/"
