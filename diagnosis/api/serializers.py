@@ -70,9 +70,7 @@ class ModelCardUrlField(serializers.Field):
         kwargs.setdefault("source", "*")
         kwargs.setdefault("read_only", True)
         kwargs.setdefault("allow_null", True)
-        kwargs.setdefault(
-            "help_text", "The model card page (how far to trust the model); null before a model ran."
-        )
+        kwargs.setdefault("help_text", "The model card page (how far to trust the model); null before a model ran.")
         super().__init__(**kwargs)
 
     def to_representation(self, instance) -> str | None:
