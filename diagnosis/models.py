@@ -70,6 +70,7 @@ class Image(models.Model):
     class Format(models.TextChoices):
         PNG = "PNG", "PNG"
         JPEG = "JPEG", "JPEG"
+        DICOM = "DICOM", "DICOM"
 
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="images")
     file = models.FileField(upload_to=_image_path, max_length=255)
@@ -81,6 +82,18 @@ class Image(models.Model):
     format = models.CharField(max_length=8, choices=Format.choices)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     uploaded_at = models.DateTimeField(default=timezone.now)
+    # DICOM uploads: `file` keeps the original object (private, never sent to browsers); `rendered`
+    # is the 8-bit greyscale PNG made from its pixel data (rescale, VOI LUT or window, MONOCHROME1
+    # inverted, the chosen frame), which pages show and the worker classifies.
+    rendered = models.FileField(upload_to=_image_path, max_length=255, blank=True)
+    frame_index = models.PositiveIntegerField(null=True, blank=True, help_text="chosen frame of a multi-frame DICOM")
+    sop_instance_uid = models.CharField(max_length=64, blank=True, db_index=True)
+    dicom = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="DICOM header fields read at upload: modality, body part, view position, patient id/name/"
+        "birth date, study date, study/series UIDs, photometric interpretation, window used",
+    )
 
     class Meta:
         ordering = ["uploaded_at", "id"]
@@ -92,8 +105,9 @@ class Image(models.Model):
 class InferenceJob(models.Model):
     """One classification of one image: a small state machine the worker drives.
 
-    PENDING -> RUNNING -> SUCCEEDED | FAILED. `attempt` counts claims; a worker only completes
-    the attempt it claimed, so a job re-queued from a dead worker finishes exactly once.
+    PENDING -> RUNNING -> SUCCEEDED | FAILED | REJECTED. `attempt` counts claims; a worker only
+    completes the attempt it claimed, so a job re-queued from a dead worker finishes exactly once.
+    REJECTED: the input gate refused the image (rejection_code, rejection_reason); no prediction.
     """
 
     class Status(models.TextChoices):
@@ -101,8 +115,16 @@ class InferenceJob(models.Model):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected by the input gate"
 
-    FINISHED = (Status.SUCCEEDED, Status.FAILED)
+    class Rejection(models.TextChoices):
+        NOT_MEDICAL = "not_medical", "Not a medical greyscale image"
+        WRONG_MODALITY = "wrong_modality", "Wrong modality for the model"
+        LATERAL_VIEW = "lateral_view", "Lateral view"
+        TOO_SMALL = "too_small", "Image too small"
+        OUT_OF_DISTRIBUTION = "out_of_distribution", "Unlike the model's training images"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.REJECTED)
 
     image = models.ForeignKey(Image, on_delete=models.PROTECT, related_name="jobs")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
@@ -110,6 +132,9 @@ class InferenceJob(models.Model):
     model_name = models.CharField(max_length=100, blank=True)
     model_version = models.CharField(max_length=50, blank=True)
     error_message = models.TextField(blank=True)
+    rejection_code = models.CharField(max_length=32, choices=Rejection.choices, blank=True)
+    rejection_reason = models.TextField(blank=True, help_text="the gate's explanation, for the user")
+    gate_scores = models.JSONField(default=dict, blank=True, help_text="the gate's measurements and thresholds")
     created_at = models.DateTimeField(default=timezone.now)
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -146,6 +171,9 @@ class Prediction(models.Model):
     top_probability = models.FloatField()
     model_name = models.CharField(max_length=100)
     model_version = models.CharField(max_length=50)
+    # Grad-CAM for top_label, computed in the worker: a private PNG the size of the model input,
+    # drawn over the image on the case page and in the PDF report.
+    heatmap = models.FileField(upload_to="heatmaps/%Y/%m/", max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

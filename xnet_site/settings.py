@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI / Redoc assets served locally, no CDN
     "accounts",
     "diagnosis",
+    "reviews",
+    "audit",
 ]
 
 MIDDLEWARE = [

@@ -8,5 +8,7 @@ urlpatterns = [
     path("api/v1/", include("diagnosis.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("audit/", include("audit.urls")),
+    path("", include("reviews.urls")),
     path("", include("diagnosis.urls")),
 ]

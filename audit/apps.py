@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class AuditConfig(AppConfig):
+    """Append-only audit trail of who saw and did what, and the department dashboard."""
+
+    name = "audit"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,78 @@
+"""Append-only audit events: who did what, to which object, when, and from where.
+
+Nothing in the application updates or deletes an event: the model and its queryset refuse, and
+on PostgreSQL a trigger refuses too (migration 0002), so a bug or a shell session cannot either.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from accounts.models import Department
+
+
+class AuditLogError(Exception):
+    """An audit event was about to be changed or deleted."""
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AuditLogError("audit events are append-only")
+
+    def delete(self):
+        raise AuditLogError("audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    class Action(models.TextChoices):
+        LOGIN = "login", "Logged in"
+        LOGIN_FAILED = "login_failed", "Failed login"
+        LOGOUT = "logout", "Logged out"
+        PASSWORD_CHANGE = "password_change", "Changed password"
+        CASE_VIEW = "case_view", "Viewed a case"
+        PATIENT_VIEW = "patient_view", "Viewed a patient"
+        IMAGE_VIEW = "image_view", "Viewed an image"
+        FILE_DOWNLOAD = "file_download", "Downloaded a file"
+        UPLOAD = "upload", "Uploaded images"
+        SIGN_OFF = "sign_off", "Signed a report"
+        ADDENDUM = "addendum", "Added an addendum"
+        REPORT_DOWNLOAD = "report_download", "Downloaded a report"
+        USER_CREATE = "user_create", "Created a user"
+        USER_DEACTIVATE = "user_deactivate", "Deactivated a user"
+        USER_REACTIVATE = "user_reactivate", "Reactivated a user"
+        USER_ROLE_CHANGE = "user_role_change", "Changed a user's role"
+        API_TOKEN_USE = "api_token_use", "Used an API token"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_username = models.CharField(max_length=150, blank=True, help_text="as typed, also for failed logins")
+    department = models.ForeignKey(Department, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=32, choices=Action.choices, db_index=True)
+    object_type = models.CharField(max_length=32, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=255, blank=True)
+    method = models.CharField(max_length=8, blank=True)
+    path = models.CharField(max_length=500, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["department", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_username or '-'} {self.action}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise AuditLogError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditLogError("audit events are append-only")
