@@ -69,6 +69,7 @@ def fill(department, user, target: int) -> int:
             (
                 Image(
                     case=case,
+                    modality=case.modality,
                     file=f"images/bench/{case.pk}.png",
                     original_name="chest.png",
                     sha256=f"{case.pk:064x}",

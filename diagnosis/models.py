@@ -73,6 +73,9 @@ class Image(models.Model):
         DICOM = "DICOM", "DICOM"
 
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="images")
+    # Which model classifies this image. The case's modality, except when a user confirms that a
+    # DICOM of another modality (a CT slice in an X-ray case) goes to that modality's model.
+    modality = models.CharField(max_length=8, choices=Modality.choices)
     file = models.FileField(upload_to=_image_path, max_length=255)
     original_name = models.CharField(max_length=255, blank=True)
     sha256 = models.CharField(max_length=64, db_index=True)

@@ -100,6 +100,7 @@ def images_upload(*, case: Case, files: list[UploadedFile], uploaded_by: User) -
             for upload, info in zip(files, inspected, strict=True):
                 image = Image(
                     case=case,
+                    modality=case.modality,
                     original_name=(upload.name or "")[:255],
                     sha256=info.sha256,
                     size_bytes=info.size_bytes,
@@ -142,7 +143,7 @@ def job_enqueue(*, job_id: int) -> bool:
         return False
     queued_at = timezone.now()
     try:
-        run_inference_job.apply_async(args=[job.pk], queue=job.image.case.modality)
+        run_inference_job.apply_async(args=[job.pk], queue=job.image.modality)
     except Exception:
         # The upload is committed already; the sweeper will queue this job once the broker
         # is back. Failing the request here would lose nothing but confuse the user.
@@ -247,7 +248,7 @@ def _claim_more(*, first: InferenceJob, limit: int) -> list[InferenceJob]:
             InferenceJob.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(
                 status=InferenceJob.Status.PENDING,
-                image__case__modality=first.image.case.modality,
+                image__modality=first.image.modality,
                 attempt__lt=settings.XNET_JOB_MAX_ATTEMPTS,
             )
             .exclude(pk=first.pk)
@@ -301,7 +302,7 @@ def job_run(*, job_id: int) -> None:
 
 
 def _run_batch(batch: list[InferenceJob]) -> None:
-    modality = batch[0].image.case.modality
+    modality = batch[0].image.modality
     try:
         spec = model_for(modality, settings.XNET_MODEL_DIR)
     except ModelSpecError as exc:

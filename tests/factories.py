@@ -81,6 +81,7 @@ class ImageFactory(factory.django.DjangoModelFactory):
         model = Image
 
     case = factory.SubFactory(CaseFactory)
+    modality = factory.LazyAttribute(lambda i: i.case.modality)
     file = factory.LazyFunction(lambda: ContentFile(png_bytes(), name="chest.png"))
     original_name = "chest.png"
     sha256 = factory.Sequence(lambda n: f"{n:064x}")
