@@ -11,6 +11,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
 from accounts.models import User
+from audit.models import AuditEvent
+from audit.services import audit_record
 
 
 def _check_can_manage(*, actor: User, user: User) -> None:
@@ -51,14 +53,30 @@ def user_create(
     user.full_clean()
     with transaction.atomic():
         user.save()
+        audit_record(
+            action=AuditEvent.Action.USER_CREATE,
+            actor=created_by,
+            object_type="user",
+            object_id=user.pk,
+            detail={"username": user.username, "role": user.role},
+        )
     return user
 
 
 def user_update_role(*, user: User, role: str, changed_by: User) -> User:
     _check_can_manage(actor=changed_by, user=user)
+    previous = user.role
     user.role = role
     user.full_clean()
-    user.save(update_fields=["role"])
+    with transaction.atomic():
+        user.save(update_fields=["role"])
+        audit_record(
+            action=AuditEvent.Action.USER_ROLE_CHANGE,
+            actor=changed_by,
+            object_type="user",
+            object_id=user.pk,
+            detail={"username": user.username, "from": previous, "to": role},
+        )
     return user
 
 
@@ -67,5 +85,13 @@ def user_set_active(*, user: User, is_active: bool, changed_by: User) -> User:
     _check_can_manage(actor=changed_by, user=user)
     user.is_active = is_active
     user.full_clean()
-    user.save(update_fields=["is_active"])
+    with transaction.atomic():
+        user.save(update_fields=["is_active"])
+        audit_record(
+            action=AuditEvent.Action.USER_REACTIVATE if is_active else AuditEvent.Action.USER_DEACTIVATE,
+            actor=changed_by,
+            object_type="user",
+            object_id=user.pk,
+            detail={"username": user.username},
+        )
     return user

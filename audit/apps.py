@@ -6,3 +6,6 @@ class AuditConfig(AppConfig):
 
     name = "audit"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from audit import signals  # noqa: F401 - connects the auth signal receivers

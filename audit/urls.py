@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from audit import views
+
+urlpatterns = [
+    path("", views.event_list, name="audit_log"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+]

@@ -10,7 +10,8 @@ from accounts.models import User
 from diagnosis import selectors
 from diagnosis.models import InferenceJob, Modality, Patient
 
-ACCEPT_IMAGES = "image/png,image/jpeg,.png,.jpg,.jpeg"
+ACCEPT_IMAGES = "image/png,image/jpeg,application/dicom,.png,.jpg,.jpeg,.dcm,.dicom"
+IMAGES_LABEL = "Images (PNG, JPEG or DICOM, one or several)"
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -34,8 +35,28 @@ class MultipleImageField(forms.FileField):
         return [single_clean(data, initial)]
 
 
+def frame_field() -> forms.IntegerField:
+    return forms.IntegerField(
+        label="Frame (multi-frame DICOM only)",
+        required=False,
+        min_value=1,
+        help_text="Which frame or slice to classify, counting from 1.",
+        error_messages={"min_value": "Frames are counted from 1."},
+    )
+
+
+def confirm_modality_field() -> forms.BooleanField:
+    return forms.BooleanField(
+        label="Use the DICOM's modality",
+        required=False,
+        help_text="A CT DICOM in an X-ray case (or an X-ray DICOM in a CT case) goes to its own modality's model.",
+    )
+
+
 class ImagesUploadForm(forms.Form):
-    images = MultipleImageField(label="Images (PNG or JPEG, one or several)")
+    images = MultipleImageField(label=IMAGES_LABEL)
+    frame = frame_field()
+    confirm_modality = confirm_modality_field()
 
 
 class WorklistFilterForm(forms.Form):
@@ -71,27 +92,39 @@ class PatientSearchForm(forms.Form):
 
 
 class CaseCreateForm(forms.Form):
-    """A new case for an existing patient (found by record number) or a newly registered one,
-    with its first images, in one form."""
+    """A new case for an existing patient (found by record number), a newly registered one, or
+    the one the DICOM files name (matched by patient ID, or registered from the DICOM), with its
+    first images, in one form."""
 
     EXISTING = "existing"
     NEW = "new"
+    FROM_DICOM = "dicom"
 
     patient_mode = forms.ChoiceField(
         label="Patient",
-        choices=[(EXISTING, "Existing patient"), (NEW, "Register a new patient")],
+        choices=[
+            (EXISTING, "Existing patient"),
+            (NEW, "Register a new patient"),
+            (FROM_DICOM, "From the DICOM files (patient ID)"),
+        ],
         initial=EXISTING,
         widget=forms.RadioSelect,
     )
-    mrn = forms.CharField(label="Medical record number", max_length=64)
+    mrn = forms.CharField(label="Medical record number", max_length=64, required=False)
     name = forms.CharField(label="Full name", max_length=200, required=False)
     birth_date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     sex = forms.ChoiceField(choices=Patient.Sex.choices, initial=Patient.Sex.UNKNOWN, required=False)
-    modality = forms.ChoiceField(choices=Modality.choices, initial=Modality.XRAY)
+    modality = forms.ChoiceField(
+        choices=[*Modality.choices, ("", "As the DICOM says (patient from the DICOM only)")],
+        initial=Modality.XRAY,
+        required=False,
+    )
     indication = forms.CharField(
         label="Clinical indication", required=False, widget=forms.Textarea(attrs={"rows": 3}), max_length=2000
     )
-    images = MultipleImageField(label="Images (PNG or JPEG, one or several)")
+    images = MultipleImageField(label=IMAGES_LABEL)
+    frame = frame_field()
+    confirm_modality = confirm_modality_field()
 
     def __init__(self, *args, user: User, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -101,6 +134,12 @@ class CaseCreateForm(forms.Form):
     def clean(self) -> dict:
         data = super().clean()
         mode, mrn = data.get("patient_mode"), (data.get("mrn") or "").strip()
+        if mode != self.FROM_DICOM and "modality" in data and not data["modality"]:
+            self.add_error("modality", "Choose the examination's modality.")
+        if mode == self.FROM_DICOM:
+            return data  # the upload service matches or registers the patient from the files
+        if mode and not mrn:
+            self.add_error("mrn", "Enter the medical record number.")
         if not mode or not mrn:
             return data
         existing = selectors.patient_list_for_user(user=self.user).filter(mrn=mrn).first()

@@ -6,9 +6,12 @@ is simply not found (404), never "forbidden" (which would confirm that it exists
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
-from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.conf import settings
+from django.db import models
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
+from django.utils import timezone
 
 from accounts.models import User
 from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
@@ -47,6 +50,73 @@ def _latest_job(field: str) -> Subquery:
     return Subquery(jobs.values(field)[:1])
 
 
+# Findings that call for no action: every other class label of a model is AI-positive (urgent).
+NEGATIVE_FINDINGS = ("normal", "non_covid")
+
+
+class Triage(models.IntegerChoices):
+    """Worklist tiers, in reading order."""
+
+    OVERDUE = 0, "Waiting past the maximum wait"
+    POSITIVE = 1, "AI-positive finding"
+    WAITING = 2, "Waiting (negative, failed or pending AI result)"
+    NO_IMAGES = 3, "No images yet"
+    SIGNED = 4, "Signed"
+
+
+def leading_predictions() -> QuerySet[Prediction]:
+    """Predictions of the latest job of each image of the outer case (OuterRef("pk")), the
+    case's leading finding first: AI-positive before negative, then the most probable."""
+    job_created = OuterRef("job__created_at")
+    newer_job = InferenceJob.objects.filter(image_id=OuterRef("job__image_id")).filter(
+        Q(created_at__gt=job_created) | Q(created_at=job_created, pk__gt=OuterRef("job_id"))
+    )
+    return (
+        Prediction.objects.filter(job__image__case=OuterRef("pk"), job__status=InferenceJob.Status.SUCCEEDED)
+        .filter(~Exists(newer_job))
+        .annotate(
+            positive=models.Case(When(top_label__in=NEGATIVE_FINDINGS, then=Value(0)), default=Value(1)),
+        )
+        .order_by("-positive", "-top_probability", "-job__created_at", "-job_id")
+    )
+
+
+def _triaged(cases: QuerySet[Case]) -> QuerySet[Case]:
+    """Reading order, computed in the database: overdue unsigned cases (longest wait first), then
+    AI-positive ones (most probable first), then the rest waiting (longest first), cases without
+    images (newest first), and signed cases last (most recently signed first).
+
+    A case waits from its first upload: before that there is nothing to read.
+    """
+    cutoff = timezone.now() - timedelta(minutes=settings.XNET_TRIAGE_MAX_WAIT_MINUTES)
+    leading = leading_predictions()
+    first_upload = Image.objects.filter(case=OuterRef("pk")).order_by("uploaded_at", "id").values("uploaded_at")
+    cases = cases.annotate(
+        waiting_since=Subquery(first_upload[:1]),
+        lead_label=Subquery(leading.values("top_label")[:1]),
+        lead_probability=Subquery(leading.values("top_probability")[:1]),
+    ).annotate(
+        triage=models.Case(
+            When(report__isnull=False, then=Value(Triage.SIGNED)),
+            When(waiting_since__lt=cutoff, then=Value(Triage.OVERDUE)),
+            When(Q(lead_label__isnull=False) & ~Q(lead_label__in=NEGATIVE_FINDINGS), then=Value(Triage.POSITIVE)),
+            When(waiting_since__isnull=False, then=Value(Triage.WAITING)),
+            default=Value(Triage.NO_IMAGES),
+        ),
+    )
+    in_tier = {tier: Q(triage=tier) for tier in Triage}
+    return cases.order_by(
+        "triage",
+        models.Case(When(in_tier[Triage.OVERDUE] | in_tier[Triage.WAITING], then=F("waiting_since"))).asc(
+            nulls_last=True
+        ),
+        models.Case(When(in_tier[Triage.POSITIVE], then=F("lead_probability"))).desc(nulls_last=True),
+        models.Case(When(in_tier[Triage.SIGNED], then=F("report__signed_at"))).desc(nulls_last=True),
+        "-created_at",
+        "-id",
+    )
+
+
 def worklist(
     *,
     user: User,
@@ -55,14 +125,22 @@ def worklist(
     date_from: date | None = None,
     date_to: date | None = None,
     search: str | None = None,
+    triage: bool = False,
 ) -> QuerySet[Case]:
-    """The department's cases, newest first, each annotated with its latest job's status and
-    top finding, in a constant number of queries whatever the number of cases."""
-    cases = case_list_for_user(user=user).annotate(
+    """The department's cases, each annotated with its latest job's status and top finding and
+    its signed report, in a constant number of queries whatever the number of cases.
+
+    Newest first; with `triage`, in reading order (see _triaged): the worklist page uses that,
+    the API keeps its documented newest-first order.
+    """
+    cases = case_list_for_user(user=user).select_related("report__signed_by")
+    cases = cases.annotate(
         latest_status=_latest_job("status"),
         latest_top_label=_latest_job("prediction__top_label"),
         latest_top_probability=_latest_job("prediction__top_probability"),
     )
+    if triage:
+        cases = _triaged(cases)
     if status == "none":
         cases = cases.filter(latest_status__isnull=True)
     elif status:
@@ -83,6 +161,7 @@ def case_detail(*, user: User, case_id: int) -> Case:
     jobs = InferenceJob.objects.select_related("prediction").order_by("created_at", "id")
     return (
         case_list_for_user(user=user)
+        .select_related("report__signed_by")  # the API's report summary, in the same query
         .prefetch_related(Prefetch("images", queryset=Image.objects.prefetch_related(Prefetch("jobs", queryset=jobs))))
         .get(pk=case_id)
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
@@ -15,12 +16,15 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from PIL import Image as PILImage
 
 from accounts.models import User
+from diagnosis import selectors
 from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
 from diagnosis.uploads import InspectedImage, inspect_upload
 from ml.registry import ModelSpecError, model_for
@@ -28,6 +32,7 @@ from ml.registry import ModelSpecError, model_for
 logger = logging.getLogger(__name__)
 
 MODALITY_SHORT = {Modality.XRAY: "X-ray", Modality.CT: "CT"}
+MODALITY_WITH_ARTICLE = {Modality.XRAY: "an X-ray", Modality.CT: "a CT"}
 
 
 # Patients and cases ----------------------------------------------------------------------
@@ -69,38 +74,93 @@ def case_create(*, patient: Patient, modality: str, created_by: User, indication
 # Uploads ---------------------------------------------------------------------------------
 
 
-def _inspect_all(files: list[UploadedFile]) -> list[InspectedImage]:
+def _inspect_all(files: list[UploadedFile], *, frame: int | None = None) -> list[InspectedImage]:
     inspected = []
     for upload in files:
         try:
-            inspected.append(inspect_upload(upload, size=upload.size))
+            inspected.append(inspect_upload(upload, size=upload.size, frame=frame))
         except ValidationError as exc:
             name = upload.name or "upload"
             raise ValidationError(f"{name}: {' '.join(exc.messages)}", code=exc.code) from None
     return inspected
 
 
-def images_upload(*, case: Case, files: list[UploadedFile], uploaded_by: User) -> list[InferenceJob]:
+def _routed_modality(*, case: Case, name: str, info: InspectedImage, confirm_modality: bool) -> str:
+    """The modality whose model classifies this upload; refuses a DICOM of another patient, and
+    one of another modality unless the user confirmed that its own modality's model reads it."""
+    found = info.dicom
+    if found is None:
+        return case.modality
+    patient = case.patient
+    if found.patient.patient_id and found.patient.patient_id != patient.mrn:
+        who = f"{found.patient.name} " if found.patient.name else ""
+        raise ValidationError(
+            f"{name}: this DICOM belongs to patient {who}(patient ID {found.patient.patient_id}), but this case "
+            f"is for {patient.name} (record number {patient.mrn}). Nothing was stored; upload it to that "
+            "patient's case.",
+            code="patient_mismatch",
+        )
+    if found.modality is None or found.modality == case.modality:
+        return case.modality
+    if not confirm_modality:
+        raise ValidationError(
+            f"{name}: this DICOM is {MODALITY_WITH_ARTICLE[found.modality]} image ({found.header['modality']}) but "
+            f"this is {MODALITY_WITH_ARTICLE[case.modality]} case. Nothing was stored. To classify it with the "
+            f"{MODALITY_SHORT[found.modality]} model, upload it again and confirm the DICOM's modality (the "
+            "“Use the DICOM's modality” box; confirm_modality=true in the API), or upload it to "
+            f"{MODALITY_WITH_ARTICLE[found.modality]} case.",
+            code="modality_mismatch",
+        )
+    return found.modality
+
+
+def images_upload(
+    *,
+    case: Case,
+    files: list[UploadedFile],
+    uploaded_by: User,
+    frame: int | None = None,
+    confirm_modality: bool = False,
+) -> list[InferenceJob]:
     """Store images and queue one inference job each: all of them, or nothing.
 
     Every file is inspected before anything is written. Jobs are queued after commit, so a
     worker never looks for a row that does not exist yet; if the broker is down the jobs stay
-    pending and the sweeper queues them later.
+    pending and the sweeper queues them later. A DICOM is stored as uploaded (private) beside
+    the PNG rendered from it; `frame` (1-based) picks the frame of a multi-frame DICOM, and
+    `confirm_modality` lets a DICOM of the other modality go to that modality's model.
     """
     if not files:
         raise ValidationError("Choose at least one image to upload.", code="required")
     if case.patient.department_id != uploaded_by.department_id:
         raise ValidationError("Unknown case.", code="unknown_case")
-    inspected = _inspect_all(files)
+    inspected = _inspect_all(files, frame=frame)
+    return _store_images(
+        case=case, files=files, inspected=inspected, uploaded_by=uploaded_by, confirm_modality=confirm_modality
+    )
+
+
+def _store_images(
+    *,
+    case: Case,
+    files: list[UploadedFile],
+    inspected: list[InspectedImage],
+    uploaded_by: User,
+    confirm_modality: bool,
+) -> list[InferenceJob]:
+    modalities = [
+        _routed_modality(case=case, name=upload.name or "upload", info=info, confirm_modality=confirm_modality)
+        for upload, info in zip(files, inspected, strict=True)
+    ]
 
     written: list[Image] = []
     jobs: list[InferenceJob] = []
     try:
         with transaction.atomic():
-            for upload, info in zip(files, inspected, strict=True):
+            for upload, info, modality in zip(files, inspected, modalities, strict=True):
                 image = Image(
                     case=case,
-                    modality=case.modality,
+                    modality=modality,
                     original_name=(upload.name or "")[:255],
                     sha256=info.sha256,
                     size_bytes=info.size_bytes,
@@ -110,8 +170,13 @@ def images_upload(*, case: Case, files: list[UploadedFile], uploaded_by: User) -
                     uploaded_by=uploaded_by,
                 )
                 upload.seek(0)
-                image.file.save(upload.name or "upload", upload, save=False)
                 written.append(image)
+                image.file.save(upload.name or "upload", upload, save=False)
+                if info.dicom is not None:
+                    image.rendered.save("rendered.png", ContentFile(info.dicom.png), save=False)
+                    image.frame_index = info.dicom.frame_index
+                    image.sop_instance_uid = info.dicom.sop_instance_uid
+                    image.dicom = info.dicom.header
                 image.save()
                 job = InferenceJob.objects.create(image=image)
                 jobs.append(job)
@@ -119,16 +184,98 @@ def images_upload(*, case: Case, files: list[UploadedFile], uploaded_by: User) -
     except BaseException:
         for image in written:
             image.file.delete(save=False)
+            image.rendered.delete(save=False)
         raise
     return jobs
 
 
-def image_upload(*, case: Case, file: UploadedFile, uploaded_by: User) -> InferenceJob:
-    return images_upload(case=case, files=[file], uploaded_by=uploaded_by)[0]
+def image_upload(
+    *, case: Case, file: UploadedFile, uploaded_by: User, frame: int | None = None, confirm_modality: bool = False
+) -> InferenceJob:
+    return images_upload(
+        case=case, files=[file], uploaded_by=uploaded_by, frame=frame, confirm_modality=confirm_modality
+    )[0]
 
 
 def image_open(*, image: Image) -> BinaryIO:
-    return image.file.open("rb")
+    """The pixels to show and classify: the PNG rendered from a DICOM, else the upload itself.
+    The original DICOM stays private in `image.file`."""
+    return (image.rendered or image.file).open("rb")
+
+
+def _patient_from_dicom(*, created_by: User, files: list[UploadedFile], inspected: list[InspectedImage]) -> Patient:
+    """The patient the DICOM files name (PatientID = record number) in the uploader's department,
+    registered from the DICOM's name, birth date and sex when there is none yet."""
+    for upload, info in zip(files, inspected, strict=True):
+        if info.dicom is None:
+            raise ValidationError(
+                f"{upload.name or 'upload'} is not a DICOM file: to take the patient from the images, upload "
+                "DICOM files only (or choose the patient by record number).",
+                code="not_dicom",
+            )
+    people = {info.dicom.patient for info in inspected if info.dicom is not None}
+    ids = {person.patient_id for person in people}
+    if "" in ids:
+        raise ValidationError(
+            "A DICOM file has no patient ID, so the patient cannot be taken from it; choose the patient by record "
+            "number instead.",
+            code="dicom_no_patient_id",
+        )
+    if len(ids) > 1:
+        raise ValidationError(
+            f"The DICOM files belong to different patients (patient IDs {', '.join(sorted(ids))}); upload one "
+            "patient's images per case.",
+            code="patient_mismatch",
+        )
+    person = next(iter(people))
+    existing = selectors.patient_list_for_user(user=created_by).filter(mrn=person.patient_id).first()
+    if existing is not None:
+        return existing
+    if not person.name:
+        raise ValidationError(
+            f"Patient ID {person.patient_id} is not registered in your department and the DICOM has no patient "
+            "name; register the patient first.",
+            code="dicom_no_patient_name",
+        )
+    return patient_create(
+        created_by=created_by,
+        mrn=person.patient_id,
+        name=person.name[:200],
+        birth_date=person.birth_date,
+        sex=person.sex,
+    )
+
+
+def case_from_dicom(
+    *,
+    created_by: User,
+    files: list[UploadedFile],
+    modality: str | None = None,
+    indication: str = "",
+    frame: int | None = None,
+    confirm_modality: bool = False,
+) -> list[InferenceJob]:
+    """A new case from DICOM files: the patient matched by PatientID in the uploader's department
+    or registered from the DICOM; the modality the given one, else the DICOM's. Every file is
+    inspected first; then patient, case, images and jobs are written together, or nothing."""
+    if not files:
+        raise ValidationError("Choose at least one DICOM file to upload.", code="required")
+    inspected = _inspect_all(files, frame=frame)
+    with transaction.atomic():
+        patient = _patient_from_dicom(created_by=created_by, files=files, inspected=inspected)
+        if modality is None:
+            found = {info.dicom.modality for info in inspected if info.dicom is not None} - {None}
+            if len(found) != 1:
+                raise ValidationError(
+                    {"modality": "The DICOM does not say whether it is an X-ray or a CT (modality OT/SC); choose one."}
+                    if not found
+                    else {"modality": "The DICOM files mix X-ray and CT; choose the case's modality."}
+                )
+            modality = found.pop()
+        case = case_create(patient=patient, modality=modality, created_by=created_by, indication=indication)
+        return _store_images(
+            case=case, files=files, inspected=inspected, uploaded_by=created_by, confirm_modality=confirm_modality
+        )
 
 
 # Inference jobs --------------------------------------------------------------------------
@@ -213,24 +360,58 @@ def job_release(*, job_id: int, attempt: int) -> None:
 
 
 def job_succeed(
-    *, job_id: int, attempt: int, model_name: str, model_version: str, probabilities: dict[str, float]
+    *,
+    job_id: int,
+    attempt: int,
+    model_name: str,
+    model_version: str,
+    probabilities: dict[str, float],
+    heatmap_png: bytes | None = None,
+    gate_scores: dict | None = None,
 ) -> bool:
+    """Store the prediction (with its Grad-CAM PNG, private) and finish the job, all or nothing."""
     top_label, top_probability = max(probabilities.items(), key=lambda item: item[1])
+    prediction = None
+    try:
+        with transaction.atomic():
+            job = _locked_running(job_id, attempt)
+            if job is None:
+                return False
+            prediction = Prediction(
+                job=job,
+                probabilities=probabilities,
+                top_label=top_label,
+                top_probability=top_probability,
+                model_name=model_name,
+                model_version=model_version,
+            )
+            if heatmap_png:
+                # A random name: the file is private and served by a department-checked view.
+                prediction.heatmap.save(f"{uuid.uuid4().hex}.png", ContentFile(heatmap_png), save=False)
+            prediction.save()
+            job.status = InferenceJob.Status.SUCCEEDED
+            job.finished_at = timezone.now()
+            job.gate_scores = gate_scores or {}
+            job.save(update_fields=["status", "finished_at", "gate_scores"])
+    except BaseException:
+        if prediction is not None and prediction.heatmap:
+            prediction.heatmap.delete(save=False)  # the row was rolled back: leave no orphan file
+        raise
+    return True
+
+
+def job_reject(*, job_id: int, attempt: int, code: str, reason: str, gate_scores: dict) -> bool:
+    """The input gate refused the image: the job ends REJECTED with the reason and no prediction."""
     with transaction.atomic():
         job = _locked_running(job_id, attempt)
         if job is None:
             return False
-        Prediction.objects.create(
-            job=job,
-            probabilities=probabilities,
-            top_label=top_label,
-            top_probability=top_probability,
-            model_name=model_name,
-            model_version=model_version,
-        )
-        job.status = InferenceJob.Status.SUCCEEDED
+        job.status = InferenceJob.Status.REJECTED
+        job.rejection_code = InferenceJob.Rejection(code)
+        job.rejection_reason = reason
+        job.gate_scores = gate_scores
         job.finished_at = timezone.now()
-        job.save(update_fields=["status", "finished_at"])
+        job.save(update_fields=["status", "rejection_code", "rejection_reason", "gate_scores", "finished_at"])
     return True
 
 
@@ -317,30 +498,50 @@ def _run_batch(batch: list[InferenceJob]) -> None:
         model_name=spec.name, model_version=spec.version
     )
 
-    from ml import inference  # Keras loads here, in the worker only.
+    from ml import gate, heatmaps, inference  # Keras loads here, in the worker only.
 
-    ready: list[tuple[InferenceJob, object]] = []
+    ready: list[tuple[InferenceJob, object, dict]] = []
     for job in batch:
         try:
-            with image_open(image=job.image) as handle:
-                ready.append((job, inference.prepare_input(spec, handle)))
+            with image_open(image=job.image) as handle, PILImage.open(handle) as picture:
+                picture.load()
+                verdict = gate.check_image(spec, picture, dicom=job.image.dicom)
+                if not verdict.accepted:
+                    job_reject(
+                        job_id=job.pk,
+                        attempt=job.attempt,
+                        code=verdict.code,
+                        reason=verdict.reason,
+                        gate_scores=verdict.scores,
+                    )
+                    continue
+                ready.append((job, inference.prepare_input(spec, picture), verdict.scores))
         except (inference.InferenceError, OSError, ValueError) as exc:
             job_fail(job_id=job.pk, attempt=job.attempt, message=f"The model could not process this image: {exc}")
     if not ready:
         return
     try:
-        results = inference.predict_inputs(spec, [array for _, array in ready])
+        results = inference.analyse_inputs(spec, [array for _, array, _ in ready])
     except inference.InferenceError as exc:
-        for job, _ in ready:
+        for job, _, _ in ready:
             job_fail(job_id=job.pk, attempt=job.attempt, message=f"The model could not process this image: {exc}")
         return
-    for (job, _), probabilities in zip(ready, results, strict=True):
+    # The distance check needs the features of the same forward pass that classified the image.
+    calibration = gate.OodCalibration.load(spec)
+    for (job, _, scores), result in zip(ready, results, strict=True):
+        verdict = gate.check_features(calibration, result.features)
+        scores = {**scores, **verdict.scores}
+        if not verdict.accepted:
+            job_reject(job_id=job.pk, attempt=job.attempt, code=verdict.code, reason=verdict.reason, gate_scores=scores)
+            continue
         job_succeed(
             job_id=job.pk,
             attempt=job.attempt,
             model_name=spec.name,
             model_version=spec.version,
-            probabilities=probabilities,
+            probabilities=result.probabilities,
+            heatmap_png=heatmaps.heatmap_png(result.heatmap),
+            gate_scores=scores,
         )
 
 

@@ -2,7 +2,8 @@
 
 Judged by content, never by filename: the header is parsed first (cheap), the pixel count is
 checked before any decoding (decompression bombs), and only then is the whole image decoded
-to catch truncation.
+to catch truncation. A DICOM (Part 10 preamble, or a dataset pydicom reads without one) goes to
+diagnosis.dicom, which checks it and renders the frame to classify as a PNG.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image, UnidentifiedImageError
 
+from diagnosis.dicom import DicomImage, has_dicom_preamble, looks_like_dicom, read_dicom
+
 ACCEPTED_FORMATS = ("PNG", "JPEG")
+ACCEPTED_TEXT = "Upload a PNG, JPEG or DICOM chest image."
 
 
 @dataclass(frozen=True)
@@ -26,14 +30,34 @@ class InspectedImage:
     height: int
     sha256: str
     size_bytes: int
+    dicom: DicomImage | None = None  # set for a DICOM upload: its rendered PNG and header
 
 
 def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-def inspect_upload(file: BinaryIO, *, size: int | None = None) -> InspectedImage:
-    """Return the image's facts or raise ValidationError with a message a user can act on."""
+def _sha256(file: BinaryIO) -> str:
+    file.seek(0)
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: file.read(1024 * 1024), b""):
+        digest.update(chunk)
+    file.seek(0)
+    return digest.hexdigest()
+
+
+def _inspect_dicom(file: BinaryIO, *, size: int, frame: int | None, force: bool) -> InspectedImage:
+    dicom = read_dicom(file, frame=frame, force=force)
+    return InspectedImage(
+        format="DICOM", width=dicom.width, height=dicom.height, sha256=_sha256(file), size_bytes=size, dicom=dicom
+    )
+
+
+def inspect_upload(file: BinaryIO, *, size: int | None = None, frame: int | None = None) -> InspectedImage:
+    """Return the image's facts or raise ValidationError with a message a user can act on.
+
+    `frame` (1-based) picks the frame of a multi-frame DICOM; other formats ignore it.
+    """
     if size is None:
         file.seek(0, 2)
         size = file.tell()
@@ -45,6 +69,8 @@ def inspect_upload(file: BinaryIO, *, size: int | None = None) -> InspectedImage
             f"The file is {_megabytes(size)}; the upload limit is {_megabytes(limit)}.", code="too_large"
         )
 
+    if has_dicom_preamble(file):
+        return _inspect_dicom(file, size=size, frame=frame, force=False)
     file.seek(0)
     try:
         with warnings.catch_warnings():
@@ -55,14 +81,15 @@ def inspect_upload(file: BinaryIO, *, size: int | None = None) -> InspectedImage
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ValidationError("The image has too many pixels to be processed safely.", code="too_many_pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        if looks_like_dicom(file):
+            return _inspect_dicom(file, size=size, frame=frame, force=True)
         raise ValidationError(
-            "This file is not an image XNET can read. Upload a PNG or JPEG chest image.",
-            code="not_an_image",
+            f"This file is not an image XNET can read. {ACCEPTED_TEXT}", code="not_an_image"
         ) from None
 
     if image_format not in ACCEPTED_FORMATS:
         raise ValidationError(
-            f"Unsupported image format {image_format}. Upload a PNG or JPEG chest image.",
+            f"Unsupported image format {image_format}. {ACCEPTED_TEXT}",
             code="unsupported_format",
         )
     pixels = width * height
@@ -88,9 +115,4 @@ def inspect_upload(file: BinaryIO, *, size: int | None = None) -> InspectedImage
             "The image is truncated or corrupt; upload the complete file again.", code="corrupt"
         ) from None
 
-    file.seek(0)
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: file.read(1024 * 1024), b""):
-        digest.update(chunk)
-    file.seek(0)
-    return InspectedImage(format=image_format, width=width, height=height, sha256=digest.hexdigest(), size_bytes=size)
+    return InspectedImage(format=image_format, width=width, height=height, sha256=_sha256(file), size_bytes=size)

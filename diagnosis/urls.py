@@ -11,6 +11,7 @@ urlpatterns = [
     path("cases/<int:case_id>/upload/", views.case_upload, name="case_upload"),
     path("cases/<int:case_id>/status/", views.case_status, name="case_status"),
     path("images/<int:image_id>/file/", views.image_file, name="image_file"),
+    path("predictions/<int:prediction_id>/heatmap/", views.prediction_heatmap, name="prediction_heatmap"),
     path("models/<str:name>/<str:version>/", views.model_card, name="model_card"),
     path("models/<str:name>/<str:version>/<str:figure>", views.model_card_figure, name="model_card_figure"),
 ]

@@ -20,6 +20,7 @@ from django.db.models import Count, Max, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.forms import add_service_errors
@@ -29,6 +30,7 @@ from diagnosis.forms import CaseCreateForm, ImagesUploadForm, PatientSearchForm,
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
 from ml.labels import display_name
 from ml.registry import ModelSpec, find_model
+from reviews.forms import AddendumForm, ReportSignForm, signoff_context
 
 PAGE_SIZE = 25
 CONTENT_TYPES = {Image.Format.PNG: "image/png", Image.Format.JPEG: "image/jpeg"}
@@ -73,10 +75,15 @@ def _seconds(value) -> float | None:
 def worklist(request: HttpRequest) -> HttpResponse:
     form = WorklistFilterForm(request.GET)
     form.is_valid()  # invalid filters are shown as errors and left out
-    cases = selectors.worklist(user=request.user, **form.filters())
+    cases = selectors.worklist(user=request.user, triage=True, **form.filters())
     page = Paginator(cases, PAGE_SIZE).get_page(request.GET.get("page"))
     filtered = any(value for key, value in request.GET.items() if key != "page")
-    context = {"form": form, "page": page, "filtered": filtered}
+    context = {
+        "form": form,
+        "page": page,
+        "filtered": filtered,
+        "max_wait_minutes": settings.XNET_TRIAGE_MAX_WAIT_MINUTES,
+    }
     return render(request, "diagnosis/worklist.html", context, status=400 if form.errors else 200)
 
 
@@ -137,6 +144,24 @@ def case_create(request: HttpRequest) -> HttpResponse:
 def _create_case_with_images(request: HttpRequest, form: CaseCreateForm) -> Case | None:
     """Patient (if new), case and images in one transaction: a bad image leaves no case behind."""
     data = form.cleaned_data
+    if data["patient_mode"] == CaseCreateForm.FROM_DICOM:
+        try:
+            jobs = services.case_from_dicom(
+                created_by=request.user,
+                files=data["images"],
+                modality=data["modality"] or None,
+                indication=data["indication"],
+                frame=data["frame"],
+                confirm_modality=data["confirm_modality"],
+            )
+        except ValidationError as exc:
+            # The patient comes from the files: their errors are shown at the images field.
+            if hasattr(exc, "error_dict"):
+                add_service_errors(form, exc)
+            else:
+                form.add_error("images", exc)
+            return None
+        return jobs[0].image.case
     uploading = False
     try:
         with transaction.atomic():
@@ -151,7 +176,13 @@ def _create_case_with_images(request: HttpRequest, form: CaseCreateForm) -> Case
                 patient=patient, modality=data["modality"], created_by=request.user, indication=data["indication"]
             )
             uploading = True
-            services.images_upload(case=case, files=data["images"], uploaded_by=request.user)
+            services.images_upload(
+                case=case,
+                files=data["images"],
+                uploaded_by=request.user,
+                frame=data["frame"],
+                confirm_modality=data["confirm_modality"],
+            )
     except ValidationError as exc:
         if uploading and not hasattr(exc, "error_dict"):
             form.add_error("images", exc)
@@ -162,7 +193,13 @@ def _create_case_with_images(request: HttpRequest, form: CaseCreateForm) -> Case
 
 
 def _render_case(
-    request: HttpRequest, case: Case, *, upload_form: ImagesUploadForm | None = None, status: int = 200
+    request: HttpRequest,
+    case: Case,
+    *,
+    upload_form: ImagesUploadForm | None = None,
+    sign_form: ReportSignForm | None = None,
+    addendum_form: AddendumForm | None = None,
+    status: int = 200,
 ) -> HttpResponse:
     images = _with_latest_jobs(case.images.all())
     finished = all(image.latest_job is None or image.latest_job.is_finished for image in images)
@@ -171,6 +208,8 @@ def _render_case(
         "images": images,
         "finished": finished,
         "upload_form": upload_form or ImagesUploadForm(),
+        # The sign-off block (templates/reviews/_signoff.html): the signed report or the form.
+        **signoff_context(case=case, user=request.user, sign_form=sign_form, addendum_form=addendum_form),
     }
     return render(request, "diagnosis/case_detail.html", context, status=status)
 
@@ -187,8 +226,15 @@ def case_upload(request: HttpRequest, case_id: int) -> HttpResponse:
     case = _case_or_404(request.user, case_id)
     form = ImagesUploadForm(request.POST, request.FILES)
     if form.is_valid():
+        data = form.cleaned_data
         try:
-            jobs = services.images_upload(case=case, files=form.cleaned_data["images"], uploaded_by=request.user)
+            jobs = services.images_upload(
+                case=case,
+                files=data["images"],
+                uploaded_by=request.user,
+                frame=data["frame"],
+                confirm_modality=data["confirm_modality"],
+            )
         except ValidationError as exc:
             form.add_error("images", exc)
         else:
@@ -214,6 +260,11 @@ def _job_json(job: InferenceJob | None) -> dict | None:
         "top_label": prediction.top_label if prediction else None,
         "top_label_display": display_name(prediction.top_label) if prediction else None,
         "top_probability": prediction.top_probability if prediction else None,
+        "heatmap_url": (
+            reverse("prediction_heatmap", args=[prediction.pk]) if prediction and prediction.heatmap else None
+        ),
+        "rejection_code": job.rejection_code,
+        "rejection_reason": job.rejection_reason,
         "queue_wait_s": _seconds(job.queue_wait),
         "run_time_s": _seconds(job.run_time),
     }
@@ -246,13 +297,31 @@ def case_status(request: HttpRequest, case_id: int) -> JsonResponse:
 @login_required
 @require_GET
 def image_file(request: HttpRequest, image_id: int) -> FileResponse:
-    """Stream an uploaded image to a member of its department; the files have no public URL."""
+    """Stream an uploaded image to a member of its department; the files have no public URL.
+    For a DICOM this is the PNG rendered from it: browsers never get the raw object."""
     image = get_object_or_404(selectors.image_list_for_user(user=request.user), pk=image_id)
     try:
         handle = services.image_open(image=image)
     except (FileNotFoundError, ValueError):
         raise Http404("The image file is missing.") from None
-    response = FileResponse(handle, content_type=CONTENT_TYPES.get(image.format, "application/octet-stream"))
+    content_type = "image/png" if image.rendered else CONTENT_TYPES.get(image.format, "application/octet-stream")
+    response = FileResponse(handle, content_type=content_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@login_required
+@require_GET
+def prediction_heatmap(request: HttpRequest, prediction_id: int) -> FileResponse:
+    """Stream a prediction's Grad-CAM PNG to a member of its department (private, like the image)."""
+    prediction = get_object_or_404(selectors.prediction_list_for_user(user=request.user), pk=prediction_id)
+    if not prediction.heatmap:
+        raise Http404("This prediction has no heatmap.")
+    try:
+        handle = prediction.heatmap.open("rb")
+    except FileNotFoundError:
+        raise Http404("The heatmap file is missing.") from None
+    response = FileResponse(handle, content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

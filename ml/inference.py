@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -78,3 +79,117 @@ def predict_inputs(spec: ModelSpec, arrays: list[np.ndarray]) -> list[dict[str, 
 def predict(spec: ModelSpec, source: str | Path | BinaryIO) -> dict[str, float]:
     """Class label -> calibrated probability for one image file."""
     return predict_inputs(spec, [prepare_input(spec, source)])[0]
+
+
+# Gate features and Grad-CAM --------------------------------------------------------------------
+
+_analysers: dict[Path, Any] = {}
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One image's forward pass: calibrated probabilities, the penultimate-layer features (for the
+    gate's distance check) and the Grad-CAM of the top class (2-D, 0..1, the model input's size)."""
+
+    probabilities: dict[str, float]
+    features: np.ndarray
+    heatmap: np.ndarray
+
+
+def _feature_tensors(model: Any) -> tuple[Any, Any]:
+    """The last 4-D feature map (a conv layer, or a whole backbone used as a layer) and the input of
+    the classifier (the penultimate features), found from the graph instead of layer names."""
+    import keras
+
+    classifier = model.layers[-1]
+    penultimate = classifier.input
+    for layer in reversed(model.layers[:-1]):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        # The layer's call in this model's graph: its last node. `layer.output` would be a nested
+        # backbone's own internal output (node 0), not connected to this model's input.
+        output = layer._inbound_nodes[-1].output_tensors[0]
+        if len(output.shape) == 4:
+            return output, penultimate
+    raise InferenceError("the model has no 4-D feature map to compute a heatmap from")
+
+
+def _analyser(spec: ModelSpec) -> Any:
+    """A compiled function: batch -> (probabilities, features, Grad-CAM), built once per model."""
+    model = load_model(spec)
+    with _lock:
+        function = _analysers.get(spec.model_file)
+        if function is not None:
+            return function
+        import keras
+        import tensorflow as tf
+
+        feature_map, penultimate = _feature_tensors(model)
+        inner = keras.Model(model.inputs, [feature_map, penultimate, model.outputs[0]])
+
+        @tf.function(reduce_retracing=True)
+        def analyse(batch):
+            with tf.GradientTape() as tape:
+                fmap, features, probabilities = inner(batch, training=False)
+                tape.watch(fmap)
+                top = tf.argmax(probabilities, axis=1)
+                # Log-probability: its gradient does not vanish when the softmax saturates.
+                score = tf.reduce_sum(tf.math.log(tf.gather(probabilities, top, batch_dims=1) + 1e-12))
+            grads = tape.gradient(score, fmap)
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            cam = tf.nn.relu(tf.reduce_sum(weights * fmap, axis=-1))
+            return probabilities, tf.reshape(features, (tf.shape(features)[0], -1)), cam
+
+        _analysers[spec.model_file] = analyse
+        return analyse
+
+
+def _upsampled(cam: np.ndarray, width: int, height: int) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    peak = float(cam.max())
+    if not np.isfinite(peak) or peak <= 1e-12:
+        return np.zeros((height, width), dtype=np.float32)
+    resized = PILImage.fromarray((cam / peak).astype(np.float32), mode="F").resize(
+        (width, height), PILImage.Resampling.BILINEAR
+    )
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def analyse_inputs(spec: ModelSpec, arrays: list[np.ndarray]) -> list[Analysis]:
+    """Probabilities, gate features and the top class's Grad-CAM for each prepared image, in one
+    forward and one backward pass over the batch."""
+    analyse = _analyser(spec)
+    probabilities, features, cams = (np.asarray(t) for t in analyse(np.stack(arrays).astype(np.float32)))
+    probabilities = probabilities.astype(np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(spec.classes):
+        raise InferenceError(
+            f"model {spec.label} returned shape {probabilities.shape}, expected {len(spec.classes)} classes"
+        )
+    if not np.all(np.isfinite(probabilities)):
+        raise InferenceError(f"model {spec.label} returned non-finite probabilities")
+    calibrated = calibrate(probabilities, spec.temperature)
+    width, height = spec.preprocessing.width, spec.preprocessing.height
+    return [
+        Analysis(
+            probabilities={label: float(p) for label, p in zip(spec.classes, row, strict=True)},
+            features=features[i].astype(np.float32),
+            heatmap=_upsampled(cams[i], width, height),
+        )
+        for i, row in enumerate(calibrated)
+    ]
+
+
+def features_batch(spec: ModelSpec, batch: np.ndarray) -> np.ndarray:
+    """Penultimate-layer features only, for calibrating the gate (training.gate): no gradients."""
+    import keras
+
+    model = load_model(spec)
+    key = spec.model_file.with_suffix(".features")
+    with _lock:
+        extractor = _analysers.get(key)
+        if extractor is None:
+            extractor = keras.Model(model.inputs, _feature_tensors(model)[1])
+            _analysers[key] = extractor
+    features = np.asarray(extractor.predict_on_batch(np.asarray(batch, dtype=np.float32)), dtype=np.float32)
+    return features.reshape(len(features), -1)

@@ -1,3 +1,12 @@
-from django.urls import path  # noqa: F401
+"""Sign-off pages. The URL names are fixed: the audit trail logs requests by them."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from reviews import views
+
+urlpatterns = [
+    path("cases/<int:case_id>/report/", views.report_sign, name="report_sign"),
+    path("cases/<int:case_id>/report/addenda/", views.report_addendum, name="report_addendum"),
+    path("cases/<int:case_id>/report.pdf", views.report_pdf, name="report_pdf"),
+    path("reviews/disagreements/", views.disagreements, name="disagreements"),
+]

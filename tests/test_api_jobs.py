@@ -25,6 +25,9 @@ JOB_FIELDS = {
     "model_version",
     "model_card_url",
     "error_message",
+    "rejection_code",
+    "rejection_reason",
+    "gate_scores",
     "created_at",
     "queued_at",
     "started_at",
@@ -39,6 +42,7 @@ PREDICTION_FIELDS = {
     "model_name",
     "model_version",
     "model_card_url",
+    "heatmap_url",
     "created_at",
 }
 

@@ -14,11 +14,16 @@ API_PATHS = {
     "/api/v1/cases/": {"get", "post"},
     "/api/v1/cases/{id}/": {"get"},
     "/api/v1/cases/{id}/images/": {"post"},
+    "/api/v1/cases/from-dicom/": {"post"},
     "/api/v1/images/{id}/": {"get"},
     "/api/v1/images/{id}/file/": {"get"},
     "/api/v1/jobs/{id}/": {"get"},
     "/api/v1/predictions/{id}/": {"get"},
+    "/api/v1/predictions/{id}/heatmap/": {"get"},
     "/api/v1/models/": {"get"},
+    "/api/v1/cases/{id}/report/": {"get", "post"},
+    "/api/v1/cases/{id}/report/addenda/": {"post"},
+    "/api/v1/cases/{id}/report.pdf": {"get"},
 }
 
 

@@ -205,7 +205,45 @@ def _markdown(meta: dict) -> str:
         "Figures: confusion_matrix.png, roc_curves.png, reliability_diagram.png.",
         "",
     ]
+    if meta.get("gate"):
+        lines.append(gate_markdown(meta))
     return "\n".join(lines)
+
+
+def gate_markdown(meta: dict) -> str:
+    """The card's "Input gate" section: how the gate decides and how often it refuses."""
+    g = meta["gate"]
+    test, nonchest = g["test"], g["nonchest"]
+    checks = g.get("pixel_checks", {})
+    lines = [
+        "## Input gate",
+        f"Before classifying, the worker refuses an image it should not be trusted on. Method: {g['method']}.",
+        "",
+        f"- distance threshold {g['threshold']:.2f}: the {g['percentile']:g}th percentile of the "
+        f"{g['threshold_on']}; statistics from the {g['fitted_on']}",
+        f"- pixel checks: coloured pixels at most {_pct(checks.get('colour_fraction_max'))}, at least "
+        f"{checks.get('grey_levels_min')} grey levels, not a mostly white page; shorter side at least "
+        f"{checks.get('min_side')} pixels",
+        f"- **test split: {_pct(test['rate'])} rejected** ({test['rejected']} of {test['n']}; "
+        f"{_reasons(test['by_reason'])})",
+        f"- **non-chest images: {_pct(nonchest['rate'])} rejected** ({nonchest['rejected']} of {nonchest['n']}; "
+        f"{_reasons(nonchest['by_reason'])})",
+    ]
+    for kind, r in nonchest.get("by_kind", {}).items():
+        lines.append(f"  - {kind}: {r['rejected']} of {r['n']}")
+    lines += [
+        "",
+        "Non-chest images are built by training/nonchest.py: synthetic colour photos, greyscale photos, documents, "
+        "screenshots, noise and gradients, and renderings of pydicom's non-chest test DICOMs (MR, ultrasound, "
+        "nuclear medicine, an extremity radiograph). DICOM uploads are also checked for modality and lateral view "
+        "(not counted here).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _reasons(by_reason: dict) -> str:
+    return ", ".join(f"{code.replace('_', ' ')} {n}" for code, n in sorted(by_reason.items())) or "none"
 
 
 def write_card(

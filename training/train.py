@@ -172,6 +172,10 @@ def train(args: argparse.Namespace) -> Path:
         baselines["source prior"] = source_prior_probs(train_samples, test_samples, classes)
         baselines["16x16 thumbnail logistic regression"] = thumbnail_logreg_probs(train_samples, test_samples, classes)
     write_card(out, meta, test_samples, y_test, test_probs, n_bootstrap=args.bootstrap, baselines=baselines)
+    if not args.no_gate:
+        from training.gate import calibrate as calibrate_gate  # imports this module: load it late
+
+        calibrate_gate(out, dataset, batch_size=args.batch_size, seed=args.seed)
     logger.info("Wrote %s", out)
     return out
 
@@ -205,6 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--time-budget-min", type=float, help="stop training after this many minutes")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals")
     parser.add_argument("--no-baselines", action="store_true", help="skip the baseline models in the card")
+    parser.add_argument("--no-gate", action="store_true", help="skip the input gate's calibration (training.gate)")
     parser.add_argument("--name")
     parser.add_argument("--version")
     parser.add_argument("--out", type=Path, required=True)

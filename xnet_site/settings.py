@@ -51,6 +51,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "audit.middleware.AuditMiddleware",  # after authentication: records views by URL name
 ]
 
 ROOT_URLCONF = "xnet_site.urls"
@@ -115,6 +116,10 @@ XNET_MIN_IMAGE_SIDE = env_int("XNET_MIN_IMAGE_SIDE", 64, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
+# Triage: an unsigned case whose first image arrived more than this many minutes ago goes to the
+# top of the worklist whatever its AI score, so no study waits unread behind urgent ones.
+XNET_TRIAGE_MAX_WAIT_MINUTES = env_int("XNET_TRIAGE_MAX_WAIT_MINUTES", 240, minimum=1)
+
 # Models: one folder per model (<name>/model.keras + model.json); see ml/registry.py.
 XNET_MODEL_DIR = Path(env_str("XNET_MODEL_DIR", str(BASE_DIR / "ml" / "models")))
 
@@ -136,6 +141,11 @@ XNET_SWEEP_INTERVAL = env_int("XNET_SWEEP_INTERVAL", 30, minimum=1)
 # single model call, waiting at most XNET_BATCH_WAIT_MS for more when it has only one.
 XNET_BATCH_MAX_SIZE = env_int("XNET_BATCH_MAX_SIZE", 16, minimum=1)
 XNET_BATCH_WAIT_MS = env_int("XNET_BATCH_WAIT_MS", 0, minimum=0)
+
+# Audit trail. X-Forwarded-For is believed only from these proxy addresses (REMOTE_ADDR
+# otherwise); API token use is recorded at most once per token per interval (seconds, 0: always).
+XNET_TRUSTED_PROXIES = env_list("XNET_TRUSTED_PROXIES", [])
+XNET_AUDIT_TOKEN_USE_INTERVAL = env_int("XNET_AUDIT_TOKEN_USE_INTERVAL", 300, minimum=0)
 
 # Celery. The default broker needs no server: kombu's filesystem transport in var/broker.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -204,7 +214,7 @@ if not DEBUG:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "audit.authentication.AuditedTokenAuthentication",  # TokenAuthentication + api_token_use events
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["diagnosis.api.permissions.IsDepartmentMember"],

@@ -7,6 +7,7 @@ so they never query per row.
 
 from __future__ import annotations
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
@@ -87,6 +88,18 @@ extend_schema_field({"type": "string", "format": "uri", "nullable": True})(Model
 class PredictionSerializer(serializers.ModelSerializer):
     probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Class label -> probability.")
     model_card_url = ModelCardUrlField()
+    heatmap_url = serializers.SerializerMethodField(
+        help_text="Grad-CAM of the top class: a transparent PNG the size of the model input, to draw stretched "
+        "over the image (null for predictions made before heatmaps)."
+    )
+
+    @extend_schema_field({"type": "string", "format": "uri", "nullable": True})
+    def get_heatmap_url(self, prediction: Prediction) -> str | None:
+        if not prediction.heatmap:
+            return None
+        url = reverse("api:prediction-heatmap", kwargs={"pk": prediction.pk})
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request else url
 
     class Meta:
         model = Prediction
@@ -98,6 +111,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "model_name",
             "model_version",
             "model_card_url",
+            "heatmap_url",
             "created_at",
         ]
         read_only_fields = fields
@@ -134,6 +148,9 @@ class JobSerializer(serializers.ModelSerializer):
             "model_version",
             "model_card_url",
             "error_message",
+            "rejection_code",
+            "rejection_reason",
+            "gate_scores",
             "created_at",
             "queued_at",
             "started_at",
@@ -149,7 +166,17 @@ class JobSerializer(serializers.ModelSerializer):
 class ImageSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:image-detail")
     file = serializers.HyperlinkedIdentityField(
-        view_name="api:image-file", help_text="Streams the stored image (same authentication)."
+        view_name="api:image-file",
+        help_text="Streams the stored image (same authentication); for a DICOM, the PNG rendered from it.",
+    )
+    modality = serializers.ChoiceField(
+        choices=Modality.choices, read_only=True, help_text="Which model classifies this image."
+    )
+    frame = serializers.SerializerMethodField(help_text="The classified frame of a multi-frame DICOM (from 1).")
+    dicom = serializers.DictField(
+        read_only=True,
+        help_text="DICOM header fields read at upload (modality, body part, view position, patient, study, UIDs, "
+        "window used); empty for PNG and JPEG.",
     )
 
     class Meta:
@@ -161,13 +188,21 @@ class ImageSerializer(serializers.ModelSerializer):
             "file",
             "original_name",
             "format",
+            "modality",
             "width",
             "height",
             "size_bytes",
             "sha256",
+            "frame",
+            "sop_instance_uid",
+            "dicom",
             "uploaded_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_frame(self, image: Image) -> int | None:
+        return None if image.frame_index is None else image.frame_index + 1
 
 
 class ImageWithJobsSerializer(ImageSerializer):
@@ -180,7 +215,28 @@ class ImageWithJobsSerializer(ImageSerializer):
 
 class ImageUploadSerializer(serializers.Serializer):
     # Empty files pass here so that the upload inspection answers with its own message.
-    file = serializers.FileField(allow_empty_file=True, help_text="A PNG or JPEG chest image.")
+    file = serializers.FileField(allow_empty_file=True, help_text="A PNG, JPEG or DICOM chest image.")
+    frame = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="Multi-frame DICOM: the frame to classify, from 1."
+    )
+    confirm_modality = serializers.BooleanField(
+        default=False,
+        help_text="A DICOM of the other modality (CT in an X-ray case, or the reverse) is classified by its own "
+        "modality's model; without this it is refused.",
+    )
+
+
+class DicomCaseCreateSerializer(ImageUploadSerializer):
+    """A new case from one DICOM: the patient is taken from it (PatientID = record number)."""
+
+    file = serializers.FileField(allow_empty_file=True, help_text="A DICOM chest X-ray (CR/DX) or CT image.")
+    modality = serializers.ChoiceField(
+        choices=Modality.choices,
+        required=False,
+        allow_null=True,
+        help_text="The case's modality; by default the DICOM's (needed for OT/SC objects).",
+    )
+    indication = serializers.CharField(required=False, allow_blank=True, default="")
 
 
 class UploadResultSerializer(serializers.Serializer):
@@ -190,12 +246,28 @@ class UploadResultSerializer(serializers.Serializer):
     job = JobSerializer()
 
 
+class DicomCaseResultSerializer(UploadResultSerializer):
+    """The 201 answer to a case created from a DICOM: the case's URL, the image and its job."""
+
+    case = serializers.URLField(help_text="The new case (also in the Location header).")
+
+
 # Cases -------------------------------------------------------------------------------------
 
 
 def _latest_job(case: Case) -> InferenceJob | None:
     jobs = [job for image in case.images.all() for job in image.jobs.all()]
     return max(jobs, key=lambda job: (job.created_at, job.pk), default=None)
+
+
+class ReportSummarySerializer(serializers.Serializer):
+    """The case's signed report in brief; the full report is at `url`."""
+
+    url = serializers.URLField()
+    final_label = serializers.CharField(help_text="The radiologist's finding: a class label or 'other'.")
+    agrees_with_ai = serializers.BooleanField()
+    signed_by = serializers.CharField()
+    signed_at = serializers.DateTimeField()
 
 
 class CaseSerializer(serializers.ModelSerializer):
@@ -212,6 +284,7 @@ class CaseSerializer(serializers.ModelSerializer):
     status = serializers.SerializerMethodField(help_text="Status of the latest job; null before any upload.")
     top_label = serializers.SerializerMethodField(help_text="Top finding of the latest job, once it succeeded.")
     top_probability = serializers.SerializerMethodField()
+    report = serializers.SerializerMethodField(help_text="The signed report in brief; null until the case is signed.")
 
     class Meta:
         model = Case
@@ -228,8 +301,26 @@ class CaseSerializer(serializers.ModelSerializer):
             "status",
             "top_label",
             "top_probability",
+            "report",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(ReportSummarySerializer(allow_null=True))
+    def get_report(self, case: Case) -> dict | None:
+        # The list selects the report with the case (worklist); the detail reads it here.
+        try:
+            report = case.report
+        except ObjectDoesNotExist:
+            return None
+        path = reverse("api:case-report", args=[case.pk])
+        request = self.context.get("request")
+        return {
+            "url": request.build_absolute_uri(path) if request else path,
+            "final_label": report.final_label,
+            "agrees_with_ai": report.agrees_with_ai,
+            "signed_by": report.signed_by.username,
+            "signed_at": serializers.DateTimeField().to_representation(report.signed_at),
+        }
 
     def _summary(self, case: Case) -> tuple[str | None, str | None, float | None]:
         if hasattr(case, "latest_status"):

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
@@ -142,21 +143,71 @@ class CaseImageUploadView(generics.GenericAPIView):
         },
     )
     def post(self, request: Request, pk: int) -> Response:
-        """Upload one PNG or JPEG image to a case and queue its classification.
+        """Upload one PNG, JPEG or DICOM image to a case and queue its classification.
 
-        Poll the job (Location header) until its status is `succeeded` or `failed`.
+        A DICOM must belong to the case's patient (PatientID = record number); a multi-frame one
+        needs `frame`; one of the other modality needs `confirm_modality=true`. Poll the job
+        (Location header) until it is finished.
         """
         case = self.get_object()
         data = self.get_serializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            job = services.image_upload(case=case, file=data.validated_data["file"], uploaded_by=request.user)
+            job = services.image_upload(
+                case=case,
+                file=data.validated_data["file"],
+                uploaded_by=request.user,
+                frame=data.validated_data.get("frame"),
+                confirm_modality=data.validated_data["confirm_modality"],
+            )
         except DjangoValidationError as exc:
             # The inspection's message (with its code) belongs to the `file` field here.
             raise DjangoValidationError({"file": exc.error_list}) from None
         context = self.get_serializer_context()
         body = s.UploadResultSerializer({"image": job.image, "job": job}, context=context).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["job"]["url"])})
+
+
+class CaseFromDicomView(generics.GenericAPIView):
+    parser_classes = [MultiPartParser]
+    serializer_class = s.DicomCaseCreateSerializer
+
+    @extend_schema(
+        operation_id="cases_from_dicom_create",
+        request={"multipart/form-data": s.DicomCaseCreateSerializer},
+        responses={
+            201: OpenApiResponse(
+                s.DicomCaseResultSerializer,
+                description="The case was created (Location: the case) and the image queued.",
+            ),
+            415: s.ErrorSerializer,
+            **LIST_ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        """Create a case from one DICOM: the patient is the one whose record number is the DICOM's
+        PatientID in your department, or is registered from the DICOM's name, birth date and sex.
+        The case's modality is the DICOM's unless `modality` is given."""
+        data = self.get_serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        try:
+            [job] = services.case_from_dicom(
+                created_by=request.user,
+                files=[values["file"]],
+                modality=values.get("modality"),
+                indication=values["indication"],
+                frame=values.get("frame"),
+                confirm_modality=values["confirm_modality"],
+            )
+        except DjangoValidationError as exc:
+            if not hasattr(exc, "error_dict"):
+                exc = DjangoValidationError({"file": exc.error_list})
+            raise exc from None
+        context = self.get_serializer_context()
+        case_url = request.build_absolute_uri(reverse("api:case-detail", args=[job.image.case_id]))
+        body = s.DicomCaseResultSerializer({"case": case_url, "image": job.image, "job": job}, context=context).data
+        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": case_url})
 
 
 # Images, jobs, predictions -----------------------------------------------------------------
@@ -196,18 +247,46 @@ class ImageFileView(generics.GenericAPIView):
         }
     )
     def get(self, request: Request, pk: int) -> FileResponse:
-        """The stored image file, streamed after the department check."""
+        """The stored image file, streamed after the department check; for a DICOM, the PNG
+        rendered from it (the original object is never sent)."""
         image = self.get_object()
         try:
             handle = services.image_open(image=image)
         except FileNotFoundError:
             logger.error("Image %s has a row but no file at %s", image.pk, image.file.name)
             raise NotFound("The stored file of this image is missing.") from None
-        extension = "png" if image.format == Image.Format.PNG else "jpg"
-        response = FileResponse(
-            handle, content_type=CONTENT_TYPES[image.format], filename=f"image-{image.pk}.{extension}"
-        )
+        shown = Image.Format.PNG if image.rendered else image.format
+        extension = "png" if shown == Image.Format.PNG else "jpg"
+        response = FileResponse(handle, content_type=CONTENT_TYPES[shown], filename=f"image-{image.pk}.{extension}")
         response["Cache-Control"] = "private, no-store"  # patient data: no shared or disk caches
+        return response
+
+
+class PredictionHeatmapView(generics.GenericAPIView):
+    content_negotiation_class = IgnoreAcceptHeader
+    serializer_class = None
+
+    def get_queryset(self) -> QuerySet[Prediction]:
+        return selectors.prediction_list_for_user(user=self.request.user)
+
+    @extend_schema(
+        responses={
+            (200, "image/png"): OpenApiTypes.BINARY,
+            **{(code, "application/json"): serializer for code, serializer in READ_ERRORS.items()},
+        }
+    )
+    def get(self, request: Request, pk: int) -> FileResponse:
+        """The prediction's Grad-CAM heatmap (transparent PNG, model input size), after the department check."""
+        prediction = self.get_object()
+        if not prediction.heatmap:
+            raise NotFound("This prediction has no heatmap.")
+        try:
+            handle = prediction.heatmap.open("rb")
+        except FileNotFoundError:
+            logger.error("Prediction %s has no heatmap file at %s", prediction.pk, prediction.heatmap.name)
+            raise NotFound("The stored heatmap of this prediction is missing.") from None
+        response = FileResponse(handle, content_type="image/png", filename=f"heatmap-{prediction.pk}.png")
+        response["Cache-Control"] = "private, no-store"
         return response
 
 

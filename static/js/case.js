@@ -1,5 +1,44 @@
 // Case page: poll the case's status JSON every 2 s while any job is pending or running, and
 // swap in each image's freshly rendered result block. Stops once every job has finished.
+//
+// Heatmap controls (opacity range, on/off toggle) are wired by delegation on the document, so
+// result blocks swapped in by the polling below work without re-binding.
+(function () {
+  "use strict";
+
+  function stackOf(control) {
+    var figure = control.closest(".heatmap-view");
+    return figure ? figure.querySelector(".heatmap-stack") : null;
+  }
+
+  document.addEventListener("input", function (event) {
+    var range = event.target;
+    if (!range.classList || !range.classList.contains("heatmap-opacity")) {
+      return;
+    }
+    var stack = stackOf(range);
+    var overlay = stack && stack.querySelector(".heatmap-overlay");
+    if (overlay) {
+      overlay.style.opacity = String(Number(range.value) / 100);
+    }
+    var output = range.parentNode.querySelector(".heatmap-opacity-value");
+    if (output) {
+      output.textContent = range.value + " %";
+    }
+  });
+
+  document.addEventListener("change", function (event) {
+    var toggle = event.target;
+    if (!toggle.classList || !toggle.classList.contains("heatmap-toggle")) {
+      return;
+    }
+    var stack = stackOf(toggle);
+    if (stack) {
+      stack.classList.toggle("heatmap-hidden", !toggle.checked);
+    }
+  });
+})();
+
 (function () {
   "use strict";
 
