@@ -289,6 +289,14 @@ def case_status(request: HttpRequest, case_id: int) -> JsonResponse:
             for image in images
         ],
     }
+    if payload["finished"]:
+        # The sign-off block offers "agree" only once there is an AI result: send it fresh, so
+        # the page can swap it in when the radiologist has not started filling it in.
+        payload["signoff_html"] = render_to_string(
+            "reviews/_signoff.html",
+            {"case": case, "finished": True, **signoff_context(case=case, user=request.user)},
+            request=request,
+        )
     response = JsonResponse(payload)
     response["Cache-Control"] = "no-store"
     return response

@@ -112,7 +112,9 @@ def test_login_upload_and_see_the_result(
     block = browser.find_element(By.ID, f"image-{job.image_id}")
     assert block.find_element(By.CSS_SELECTOR, ".job-status").text in {"pending", "running"}
     img = block.find_element(By.CSS_SELECTOR, "img")
-    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 224
+    # The image streams from an authenticated view: wait for it to load, then check its size.
+    wait.until(lambda driver: driver.execute_script("return arguments[0].complete", img))
+    assert browser.execute_script("return arguments[0].naturalWidth", img) == 224
 
     # The worker's part, in this process; the page's polling must show the outcome.
     services.job_run(job_id=job.pk)
@@ -130,6 +132,9 @@ def test_login_upload_and_see_the_result(
     wait.until(
         lambda driver: driver.find_element(By.CSS_SELECTOR, ".live-note").text == "All classifications finished."
     )
+    # The sign-off block, rendered before the result, now offers the finding to agree with.
+    wait.until(lambda driver: top_label in driver.find_element(By.CSS_SELECTOR, "#report .ai-finding").text)
+    assert "No AI result" not in browser.find_element(By.ID, "report").text
     screenshot(browser, "case_detail")
 
     # A bad upload on the case page: a 400 page with the reason, and the result still shown.

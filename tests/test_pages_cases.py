@@ -387,6 +387,7 @@ def test_case_status_json_follows_the_job(rad_client, case):
     assert image["id"] == job.image_id
     assert image["job"]["status"] == "pending"
     assert 'class="badge badge-pending job-status"' in image["html"]
+    assert "signoff_html" not in data  # the sign-off block waits for the AI result
 
     services.job_claim(job_id=job.pk)
     data = rad_client.get(url).json()
@@ -415,6 +416,10 @@ def test_case_status_json_follows_the_job(rad_client, case):
     assert (job_data["model_name"], job_data["model_version"]) == ("xray-tiny", "2.1.0")
     assert job_data["run_time_s"] >= 0
     assert '<strong class="top-label">COVID-19</strong>' in data["images"][0]["html"]
+    # The page swaps in a sign-off block that now offers to agree with the finding.
+    assert f'action="{reverse("report_sign", args=[case.pk])}"' in data["signoff_html"]
+    assert "COVID-19" in data["signoff_html"]
+    assert "No AI result to agree with" not in data["signoff_html"]
 
 
 def test_case_status_with_failed_job(rad_client, case):
@@ -426,7 +431,8 @@ def test_case_status_with_failed_job(rad_client, case):
 
 def test_case_status_of_case_without_images_is_finished(rad_client, case):
     data = rad_client.get(reverse("case_status", args=[case.pk])).json()
-    assert data == {"case": case.pk, "finished": True, "images": []}
+    assert (data["case"], data["finished"], data["images"]) == (case.pk, True, [])
+    assert "No AI result to agree with:" in data["signoff_html"]
 
 
 # Image files -----------------------------------------------------------------------------

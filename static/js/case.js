@@ -72,6 +72,21 @@
     });
   }
 
+  // The sign-off form was rendered before the AI result existed: replace it with the fresh one,
+  // unless the radiologist has already typed or chosen something in it.
+  function refreshSignoff(html) {
+    var section = document.getElementById("report");
+    if (!html || !section) {
+      return;
+    }
+    var touched = Array.prototype.some.call(section.querySelectorAll("textarea, input[type=text]"), function (field) {
+      return field.value.trim() !== "";
+    }) || section.querySelector("input[type=radio]:checked") !== null;
+    if (!touched) {
+      section.outerHTML = html;
+    }
+  }
+
   function poll() {
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" })
       .then(function (response) {
@@ -86,6 +101,7 @@
         if (data.finished) {
           root.dataset.finished = "true";
           setNote("All classifications finished.");
+          refreshSignoff(data.signoff_html);
         } else {
           window.setTimeout(poll, INTERVAL_MS);
         }
