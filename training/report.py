@@ -138,6 +138,25 @@ def _ci(interval: list[float] | None) -> str:
     return "" if not interval else f" (95 % CI {interval[0] * 100:.1f}–{interval[1] * 100:.1f})"
 
 
+def target_results(meta: dict) -> list[tuple[str, float, float | None]]:
+    """(target, required rate, this model's rate or None) for the figures the project aims at."""
+    m = meta.get("metrics", {})
+    if meta.get("modality") == "ct":
+        return [("accuracy", 0.85, m.get("test", {}).get("accuracy"))]
+    within = m.get("within_source", {})
+
+    def pair(key: str) -> float | None:
+        return within.get(key, {}).get("accuracy")
+
+    return [
+        ("normal vs COVID within covid19rad224", 0.92, pair("covid19rad224: normal vs covid")),
+        ("normal vs pneumonia within kermany224", 0.94, pair("kermany224: normal vs pneumonia")),
+        ("tuberculosis vs normal within nitrd_da", 0.85, pair("nitrd_da: normal vs tuberculosis")),
+        ("adult normals called normal", 0.85, m.get("adult_normals_called_normal", {}).get("rate")),
+        ("balanced accuracy", 0.88, m.get("test", {}).get("balanced_accuracy")),
+    ]
+
+
 def _markdown(meta: dict) -> str:
     m = meta["metrics"]
     test = m["test"]
@@ -166,6 +185,23 @@ def _markdown(meta: dict) -> str:
             f"{_pct(c['specificity'])}{_ci(ci.get(label + '.specificity'))} | {_pct(c['ppv'])} | "
             f"{_pct(c['f1'])} | {c['auc']:.3f} |"
         )
+    if m.get("per_source") or m.get("adult_only", {}).get("n"):
+        lines += [
+            "",
+            "## Per source and adult-only (sources are confounded with labels: see the data's README)",
+            "",
+            "| subset | n | accuracy | balanced accuracy |",
+            "|---|---|---|---|",
+        ]
+        subsets = [(name, r) for name, r in m.get("per_source", {}).items() if r.get("n")]
+        if m.get("adult_only", {}).get("n"):
+            subsets.append(("adult-only (all sources but kermany224)", m["adult_only"]))
+        for name, r in subsets:
+            ci = r.get("ci95", {})
+            lines.append(
+                f"| {name} | {r['n']} | {_pct(r['accuracy'])}{_ci(ci.get('accuracy'))} | "
+                f"{_pct(r['balanced_accuracy'])}{_ci(ci.get('balanced_accuracy'))} |"
+            )
     if m.get("within_source"):
         lines += ["", "## Within one source (what the source cannot give away)", ""]
         for name, r in m["within_source"].items():
@@ -183,6 +219,21 @@ def _markdown(meta: dict) -> str:
             f"({r['n']}): sensitivity {_pct(r['sensitivity'])}{_ci(r['sensitivity_ci95'])}, "
             f"specificity {_pct(r['specificity'])}{_ci(r['specificity_ci95'])}. Too little data to trust.",
         ]
+    targets = target_results(meta)
+    if targets:
+        lines += [
+            "",
+            "## Targets (XNET issue 3) on the test split",
+            "",
+            "| target | required | this model | met |",
+            "|---|---|---|---|",
+        ]
+        for name, required, value in targets:
+            shown = "n/a" if value is None else _pct(value)
+            met = "n/a" if value is None else ("yes" if value >= required else "**no**")
+            lines.append(f"| {name} | >= {required * 100:.0f} % | {shown} | {met} |")
+        if any(value is not None and value < required for _, required, value in targets):
+            lines += ["", "Targets marked **no** are missed: this is the best honest model trained here so far."]
     if m.get("baselines"):
         lines += ["", "## Baselines on the same test split", ""]
         for name, r in m["baselines"].items():
@@ -275,3 +326,20 @@ def write_card(
     meta["figures"] = _figures(out, y_test, test_probs, classes)
     (out / "model.json").write_text(json.dumps(meta, indent=2, default=float))
     (out / "CARD.md").write_text(_markdown(meta))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Rewrite CARD.md of existing model folders from their model.json (after the card format changed)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folders", nargs="+", type=Path, help="model folders (model.json inside)")
+    args = parser.parse_args(argv)
+    for folder in args.folders:
+        meta = json.loads((folder / "model.json").read_text())
+        (folder / "CARD.md").write_text(_markdown(meta))
+        print(f"Wrote {folder / 'CARD.md'}")
+
+
+if __name__ == "__main__":
+    main()
