@@ -14,7 +14,7 @@ from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquer
 from django.utils import timezone
 
 from accounts.models import User
-from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
+from diagnosis.models import NEGATIVE_FINDINGS, Case, Image, InferenceJob, Modality, Patient, Prediction
 
 
 def _department_id(user: User) -> int | None:
@@ -51,7 +51,6 @@ def _latest_job(field: str) -> Subquery:
 
 
 # Findings that call for no action: every other class label of a model is AI-positive (urgent).
-NEGATIVE_FINDINGS = ("normal", "non_covid")
 
 
 class Triage(models.IntegerChoices):
@@ -89,17 +88,13 @@ def _triaged(cases: QuerySet[Case]) -> QuerySet[Case]:
     A case waits from its first upload: before that there is nothing to read.
     """
     cutoff = timezone.now() - timedelta(minutes=settings.XNET_TRIAGE_MAX_WAIT_MINUTES)
-    leading = leading_predictions()
-    first_upload = Image.objects.filter(case=OuterRef("pk")).order_by("uploaded_at", "id").values("uploaded_at")
+    # waiting_since, lead_label and lead_probability are stored on the case
+    # (Case.refresh_reading_order), so this orders plain columns.
     cases = cases.annotate(
-        waiting_since=Subquery(first_upload[:1]),
-        lead_label=Subquery(leading.values("top_label")[:1]),
-        lead_probability=Subquery(leading.values("top_probability")[:1]),
-    ).annotate(
         triage=models.Case(
             When(report__isnull=False, then=Value(Triage.SIGNED)),
             When(waiting_since__lt=cutoff, then=Value(Triage.OVERDUE)),
-            When(Q(lead_label__isnull=False) & ~Q(lead_label__in=NEGATIVE_FINDINGS), then=Value(Triage.POSITIVE)),
+            When(~Q(lead_label="") & ~Q(lead_label__in=NEGATIVE_FINDINGS), then=Value(Triage.POSITIVE)),
             When(waiting_since__isnull=False, then=Value(Triage.WAITING)),
             default=Value(Triage.NO_IMAGES),
         ),

@@ -67,3 +67,25 @@ def test_worker_calibration_matches_training():
 
     probs = np.array([[0.7, 0.2, 0.1]])
     assert np.allclose(calibrate(probs, 2.0), M.apply_temperature(probs, 2.0))
+
+
+def test_card_targets_say_which_are_missed():
+    from training.report import target_results
+
+    meta = {
+        "modality": "xray",
+        "metrics": {
+            "test": {"balanced_accuracy": 0.90},
+            "within_source": {
+                "covid19rad224: normal vs covid": {"n": 10, "accuracy": 0.95},
+                "kermany224: normal vs pneumonia": {"n": 10, "accuracy": 0.93},
+            },
+            "adult_normals_called_normal": {"n": 10, "rate": 0.85},
+        },
+    }
+    results = {name: (required, value) for name, required, value in target_results(meta)}
+    assert results["normal vs pneumonia within kermany224"] == (0.94, 0.93)
+    assert results["tuberculosis vs normal within nitrd_da"] == (0.85, None)  # no such pair measured
+    assert results["adult normals called normal"] == (0.85, 0.85)  # the boundary counts as met
+    ct = target_results({"modality": "ct", "metrics": {"test": {"accuracy": 0.8}}})
+    assert ct == [("accuracy", 0.85, 0.8)]

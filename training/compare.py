@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = args.out / arch
         train_argv = [args.modality, "--data", str(args.data), "--arch", arch, "--epochs", str(args.epochs),
                       "--time-budget-min", str(args.time_budget_min), "--batch-size", str(args.batch_size),
-                      "--bootstrap", "200", "--no-baselines", "--out", str(folder)]  # fmt: skip
+                      "--bootstrap", "200", "--no-baselines", "--no-gate", "--out", str(folder)]  # fmt: skip
         if args.size:
             train_argv += ["--size", str(args.size)]
         if args.max_per_class:
