@@ -18,13 +18,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image as PILImage
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from diagnosis.limits import check_image_size
 from diagnosis.models import Modality
 
 # DICOM Modality (0008,0060) -> the XNET model that reads it. CR/DX (and the older RG) are
@@ -323,18 +323,7 @@ def read_dicom(file: BinaryIO, *, frame: int | None = None, force: bool = False)
         raise ValidationError(
             "The DICOM does not say how large its image is (Rows/Columns).", code="dicom_corrupt"
         ) from None
-    if width * height > settings.XNET_MAX_IMAGE_PIXELS:
-        raise ValidationError(
-            f"The image is {width}x{height} pixels; the limit is "
-            f"{settings.XNET_MAX_IMAGE_PIXELS / 1e6:.0f} megapixels.",
-            code="too_many_pixels",
-        )
-    if min(width, height) < settings.XNET_MIN_IMAGE_SIDE:
-        raise ValidationError(
-            f"The image is only {width}x{height} pixels; at least {settings.XNET_MIN_IMAGE_SIDE} "
-            "pixels per side are needed.",
-            code="too_small",
-        )
+    check_image_size(width, height)
     frame_index = _choose_frame(ds, frame)
     png, window = _render(ds, frame_index, modality)
     patient = patient_of(ds)

@@ -6,6 +6,7 @@ Department scoping runs through Patient.department; selectors.py holds the scope
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import PurePath
 
@@ -77,20 +78,14 @@ class Case(models.Model):
         """
         with transaction.atomic():
             Case.objects.select_for_update().filter(pk=self.pk).exists()
-            images = list(self.images.values_list("id", "uploaded_at"))
             latest: dict[int, InferenceJob] = {}
             for job in (
                 InferenceJob.objects.filter(image__case=self).select_related("prediction").order_by("created_at", "id")
             ):
                 latest[job.image_id] = job
-            candidates = []
-            for job in latest.values():
-                prediction = getattr(job, "prediction", None) if job.status == InferenceJob.Status.SUCCEEDED else None
-                if prediction is not None:
-                    positive = prediction.top_label not in NEGATIVE_FINDINGS
-                    candidates.append(((positive, prediction.top_probability, job.created_at, job.pk), prediction))
-            lead = max(candidates, key=lambda item: item[0])[1] if candidates else None
-            self.waiting_since = min((uploaded for _, uploaded in images), default=None)
+            lead_job = leading_job(latest.values())
+            lead = lead_job.prediction if lead_job else None
+            self.waiting_since = self.images.aggregate(first=models.Min("uploaded_at"))["first"]
             self.lead_label = lead.top_label if lead else ""
             self.lead_probability = lead.top_probability if lead else None
             Case.objects.filter(pk=self.pk).update(
@@ -225,3 +220,26 @@ class Prediction(models.Model):
 
     def ranked(self) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda item: item[1], reverse=True)
+
+
+def leading_job(latest_jobs: Iterable[InferenceJob]) -> InferenceJob | None:
+    """The case's leading AI finding, given each image's latest job (prediction loaded): among the
+    succeeded ones, AI-positive before negative, then the most probable, then the newest.
+
+    One rule for the worklist's stored reading order and for what a radiologist signs against.
+    """
+    with_result = [
+        job
+        for job in latest_jobs
+        if job.status == InferenceJob.Status.SUCCEEDED and getattr(job, "prediction", None) is not None
+    ]
+    return max(
+        with_result,
+        key=lambda job: (
+            job.prediction.top_label not in NEGATIVE_FINDINGS,
+            job.prediction.top_probability,
+            job.created_at,
+            job.pk,
+        ),
+        default=None,
+    )

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
+from django.db.models import F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value, When
 from django.utils import timezone
 
 from accounts.models import User
@@ -61,23 +61,6 @@ class Triage(models.IntegerChoices):
     WAITING = 2, "Waiting (negative, failed or pending AI result)"
     NO_IMAGES = 3, "No images yet"
     SIGNED = 4, "Signed"
-
-
-def leading_predictions() -> QuerySet[Prediction]:
-    """Predictions of the latest job of each image of the outer case (OuterRef("pk")), the
-    case's leading finding first: AI-positive before negative, then the most probable."""
-    job_created = OuterRef("job__created_at")
-    newer_job = InferenceJob.objects.filter(image_id=OuterRef("job__image_id")).filter(
-        Q(created_at__gt=job_created) | Q(created_at=job_created, pk__gt=OuterRef("job_id"))
-    )
-    return (
-        Prediction.objects.filter(job__image__case=OuterRef("pk"), job__status=InferenceJob.Status.SUCCEEDED)
-        .filter(~Exists(newer_job))
-        .annotate(
-            positive=models.Case(When(top_label__in=NEGATIVE_FINDINGS, then=Value(0)), default=Value(1)),
-        )
-        .order_by("-positive", "-top_probability", "-job__created_at", "-job_id")
-    )
 
 
 def _triaged(cases: QuerySet[Case]) -> QuerySet[Case]:

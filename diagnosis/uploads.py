@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from PIL import Image, UnidentifiedImageError
 
 from diagnosis.dicom import DicomImage, has_dicom_preamble, looks_like_dicom, read_dicom
+from diagnosis.limits import check_image_size
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 ACCEPTED_TEXT = "Upload a PNG, JPEG or DICOM chest image."
@@ -92,19 +93,7 @@ def inspect_upload(file: BinaryIO, *, size: int | None = None, frame: int | None
             f"Unsupported image format {image_format}. {ACCEPTED_TEXT}",
             code="unsupported_format",
         )
-    pixels = width * height
-    if pixels > settings.XNET_MAX_IMAGE_PIXELS:
-        raise ValidationError(
-            f"The image is {width}x{height} pixels ({pixels / 1e6:.0f} megapixels); the limit is "
-            f"{settings.XNET_MAX_IMAGE_PIXELS / 1e6:.0f} megapixels.",
-            code="too_many_pixels",
-        )
-    if min(width, height) < settings.XNET_MIN_IMAGE_SIDE:
-        raise ValidationError(
-            f"The image is only {width}x{height} pixels; at least {settings.XNET_MIN_IMAGE_SIDE} "
-            "pixels per side are needed.",
-            code="too_small",
-        )
+    check_image_size(width, height)
 
     try:
         with warnings.catch_warnings():

@@ -1,7 +1,7 @@
 """Reads for sign-off, always scoped to the user's department (another department's case is a 404).
 
-The leading AI finding is worked out here in Python from the case's prefetched images and jobs;
-diagnosis.selectors.leading_predictions() is the same rule in SQL for the worklist.
+The leading AI finding comes from the case's prefetched images and jobs through
+diagnosis.models.leading_job, the rule the worklist's stored reading order uses too.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from django.db.models import F, Prefetch, QuerySet
 
 from accounts.models import User
 from diagnosis import selectors as diagnosis_selectors
-from diagnosis.models import Case, Image, InferenceJob, Prediction
-from diagnosis.selectors import NEGATIVE_FINDINGS
+from diagnosis.models import Case, Image, InferenceJob, Prediction, leading_job
 from ml.registry import model_for
 from reviews.models import Addendum, Report
 
@@ -66,18 +65,9 @@ def _prediction(job: InferenceJob | None) -> Prediction | None:
 
 def leading_finding(*, case: Case) -> LeadingFinding | None:
     """Among each image's latest successful prediction: AI-positive before negative, then the
-    most probable; None when no image has an AI result."""
-    candidates = [
-        LeadingFinding(job=job, prediction=prediction)
-        for _, job in _latest_jobs(case)
-        if (prediction := _prediction(job)) is not None
-    ]
-    if not candidates:
-        return None
-    return max(
-        candidates,
-        key=lambda f: (f.label not in NEGATIVE_FINDINGS, f.probability, f.job.created_at, f.job.pk),
-    )
+    most probable (diagnosis.models.leading_job); None when no image has an AI result."""
+    job = leading_job(job for _, job in _latest_jobs(case) if job is not None)
+    return LeadingFinding(job=job, prediction=job.prediction) if job else None
 
 
 def ai_results(*, case: Case) -> list[dict]:
