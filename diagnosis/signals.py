@@ -26,7 +26,11 @@ def image_saved(sender, instance: Image, **kwargs) -> None:
 
 
 @receiver([post_save, post_delete], sender=InferenceJob)
-def job_saved(sender, instance: InferenceJob, **kwargs) -> None:
+def job_saved(sender, instance: InferenceJob, created: bool = False, **kwargs) -> None:
+    # Claiming (pending -> running) and releasing (running -> pending) change neither which job is
+    # an image's latest nor any result: skip them, they are the worker's hot path.
+    if not created and kwargs.get("signal") is post_save and not instance.is_finished:
+        return
     _refresh(Image.objects.filter(pk=instance.image_id).values_list("case_id", flat=True).first())
 
 

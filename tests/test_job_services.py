@@ -100,3 +100,15 @@ def test_sweeper_leaves_recent_jobs_alone():
     InferenceJobFactory(status=InferenceJob.Status.RUNNING, attempt=1, started_at=timezone.now())
     InferenceJobFactory(status=InferenceJob.Status.PENDING, queued_at=timezone.now())
     assert services.jobs_sweep().requeued == 0
+
+
+def test_case_reading_order_follows_upload_and_result(xray_case, radiologist, chest_xray_bytes, installed_models):
+    job = _upload(xray_case, radiologist, chest_xray_bytes)
+    xray_case.refresh_from_db()
+    assert xray_case.waiting_since == job.image.uploaded_at
+    assert (xray_case.lead_label, xray_case.lead_probability) == ("", None)  # no result yet
+
+    services.job_run(job_id=job.pk)
+    xray_case.refresh_from_db()
+    prediction = Prediction.objects.get(job=job)
+    assert (xray_case.lead_label, xray_case.lead_probability) == (prediction.top_label, prediction.top_probability)
