@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.forms import add_service_errors
 from accounts.models import User
-from diagnosis import selectors, services
+from diagnosis import downloads, selectors, services
 from diagnosis.forms import CaseCreateForm, ImagesUploadForm, PatientSearchForm, WorklistFilterForm
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
 from ml.labels import display_name
@@ -33,7 +33,6 @@ from ml.registry import ModelSpec, find_model
 from reviews.forms import AddendumForm, ReportSignForm, signoff_context
 
 PAGE_SIZE = 25
-CONTENT_TYPES = {Image.Format.PNG: "image/png", Image.Format.JPEG: "image/jpeg"}
 
 
 def _case_or_404(user: User, case_id: int) -> Case:
@@ -309,13 +308,9 @@ def image_file(request: HttpRequest, image_id: int) -> FileResponse:
     For a DICOM this is the PNG rendered from it: browsers never get the raw object."""
     image = get_object_or_404(selectors.image_list_for_user(user=request.user), pk=image_id)
     try:
-        handle = services.image_open(image=image)
-    except (FileNotFoundError, ValueError):
+        return downloads.image_response(image)
+    except FileNotFoundError:
         raise Http404("The image file is missing.") from None
-    content_type = "image/png" if image.rendered else CONTENT_TYPES.get(image.format, "application/octet-stream")
-    response = FileResponse(handle, content_type=content_type)
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
 
 
 @login_required
@@ -323,15 +318,10 @@ def image_file(request: HttpRequest, image_id: int) -> FileResponse:
 def prediction_heatmap(request: HttpRequest, prediction_id: int) -> FileResponse:
     """Stream a prediction's Grad-CAM PNG to a member of its department (private, like the image)."""
     prediction = get_object_or_404(selectors.prediction_list_for_user(user=request.user), pk=prediction_id)
-    if not prediction.heatmap:
-        raise Http404("This prediction has no heatmap.")
     try:
-        handle = prediction.heatmap.open("rb")
+        return downloads.heatmap_response(prediction)
     except FileNotFoundError:
-        raise Http404("The heatmap file is missing.") from None
-    response = FileResponse(handle, content_type="image/png")
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+        raise Http404("This prediction has no heatmap file.") from None
 
 
 # Model cards -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from diagnosis.api.views import IgnoreAcceptHeader
 from diagnosis.models import Case
 from reviews import selectors, services
 from reviews.models import Addendum, Report
-from reviews.pdf import render_report_pdf
+from reviews.pdf import report_pdf_response
 from reviews.services import MAX_TEXT_LENGTH, ReviewConflict
 
 READ_ERRORS = {401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
@@ -220,7 +220,4 @@ class CaseReportPdfView(_CaseReportBase):
         report = selectors.report_for_case(case=case)
         if report is None:
             raise Conflict(services.NOT_SIGNED_PDF_MESSAGE, code="not_signed")
-        response = HttpResponse(render_report_pdf(report=report, case=case), content_type="application/pdf")
-        response["Content-Disposition"] = f'attachment; filename="xnet-report-case-{case.pk}.pdf"'
-        response["Cache-Control"] = "private, no-store"
-        return response
+        return report_pdf_response(report=report, case=case)

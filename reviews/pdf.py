@@ -12,6 +12,7 @@ import logging
 from xml.sax.saxutils import escape
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.utils import timezone
 from PIL import Image as PILImage
 from PIL import ImageOps
@@ -22,6 +23,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Image as PDFImage
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from diagnosis.downloads import private
 from diagnosis.models import Case, Image, InferenceJob, Prediction
 from ml.labels import display_name
 from ml.registry import find_model
@@ -234,3 +236,10 @@ def render_report_pdf(*, report: Report, case: Case) -> bytes:
     )
     document.build(story)
     return buffer.getvalue()
+
+
+def report_pdf_response(*, report: Report, case: Case) -> HttpResponse:
+    """The signed report as a download, the same for the case page and the API (never cached)."""
+    response = HttpResponse(render_report_pdf(report=report, case=case), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="xnet-report-case-{case.pk}.pdf"'
+    return private(response)

@@ -19,7 +19,7 @@ from accounts.forms import add_service_errors
 from diagnosis.views import _case_or_404, _render_case
 from reviews import selectors, services
 from reviews.forms import AddendumForm, ReportSignForm
-from reviews.pdf import render_report_pdf
+from reviews.pdf import report_pdf_response
 from reviews.services import ReviewConflict
 
 PAGE_SIZE = 25
@@ -79,10 +79,7 @@ def report_pdf(request: HttpRequest, case_id: int) -> HttpResponse:
     report = selectors.report_for_case(case=case)
     if report is None:
         return _refused(request, case, ReviewConflict(services.NOT_SIGNED_PDF_MESSAGE, code="not_signed"))
-    response = HttpResponse(render_report_pdf(report=report, case=case), content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="xnet-report-case-{case.pk}.pdf"'
-    response["Cache-Control"] = "private, no-store"  # patient data: no shared or disk caches
-    return response
+    return report_pdf_response(report=report, case=case)
 
 
 @login_required

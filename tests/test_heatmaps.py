@@ -88,7 +88,7 @@ def test_heatmap_page_view_serves_the_department_only(rad_client, client, outsid
     response = rad_client.get(url)
     assert response.status_code == 200
     assert response["Content-Type"] == "image/png"
-    assert "private" in response["Cache-Control"]
+    assert response["Cache-Control"] == "private, no-store"  # same as the API: patient data
     assert read_png(b"".join(response.streaming_content)).size == (64, 64)
 
     client.force_login(outsider)
@@ -108,6 +108,15 @@ def test_prediction_without_heatmap_is_404(rad_client, api, radiologist):
     assert rad_client.get(reverse("prediction_heatmap", args=[prediction.pk])).status_code == 404
     assert api.get(reverse("api:prediction-heatmap", args=[prediction.pk])).status_code == 404
     assert api.get(reverse("api:prediction-detail", args=[prediction.pk])).json()["heatmap_url"] is None
+
+
+def test_heatmap_file_gone_from_disk_is_404_on_page_and_api(rad_client, api, predicted):
+    prediction = predicted.prediction
+    prediction.heatmap.storage.delete(prediction.heatmap.name)
+    assert rad_client.get(reverse("prediction_heatmap", args=[prediction.pk])).status_code == 404
+    response = api.get(reverse("api:prediction-heatmap", args=[prediction.pk]))
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "The stored heatmap of this prediction is missing."
 
 
 def test_api_returns_the_heatmap_url_and_serves_it_to_the_department_only(api, outsider_api, predicted):

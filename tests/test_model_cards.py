@@ -41,6 +41,22 @@ def test_card_page_shows_the_card(rad_client, carded_models):
     assert "confusion_matrix.png" not in html  # only figures the folder has
 
 
+def test_card_page_says_where_training_started(rad_client, carded_models):
+    import json
+
+    meta_path = carded_models / "xray-tiny" / "model.json"
+    url = reverse("model_card", args=["xray-tiny", "1.0.0"])
+    assert "trained from scratch" in rad_client.get(url).content.decode()  # no starting point recorded
+
+    meta = json.loads(meta_path.read_text())
+    meta["pretrained"] = True
+    meta["starting_point"] = "transfer learning from xray-compact 1.0.0 (xray, trained on ../shared/data)"
+    meta_path.write_text(json.dumps(meta))
+    html = rad_client.get(url).content.decode()
+    assert "transfer learning from xray-compact 1.0.0" in html
+    assert "ImageNet" not in html
+
+
 def test_card_figure_is_served(rad_client, carded_models):
     response = rad_client.get(reverse("model_card_figure", args=["xray-tiny", "1.0.0", "roc_curves.png"]))
     assert response.status_code == 200

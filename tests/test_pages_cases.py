@@ -444,7 +444,7 @@ def test_image_file_streams_the_upload(rad_client, case, chest_xray_bytes):
     response = rad_client.get(reverse("image_file", args=[image.pk]))
     assert response.status_code == 200
     assert response["Content-Type"] == "image/jpeg"
-    assert "private" in response["Cache-Control"]
+    assert response["Cache-Control"] == "private, no-store"
     assert b"".join(response.streaming_content) == chest_xray_bytes
 
 

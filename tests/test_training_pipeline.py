@@ -6,6 +6,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -57,7 +58,8 @@ def test_train_writes_model_folder_the_worker_uses(tmp_path, radiologist, settin
     out = tmp_path / "models" / "xray-tiny-trained"
     train.main(
         ["xray", "--data", str(data), "--arch", "compact", "--size", "32", "--epochs", "1",
-         "--batch-size", "4", "--bootstrap", "20", "--version", "0.0.1", "--out", str(out)]
+         "--batch-size", "4", "--bootstrap", "20", "--version", "0.0.1", "--balance-within-source",
+         "--out", str(out)]
     )  # fmt: skip
     for name in ("model.keras", "model.json", "CARD.md", "confusion_matrix.png", "roc_curves.png",
                  "reliability_diagram.png"):  # fmt: skip
@@ -66,6 +68,8 @@ def test_train_writes_model_folder_the_worker_uses(tmp_path, radiologist, settin
     assert meta["classes"] == ["normal", "pneumonia", "covid", "tuberculosis"]
     assert meta["training"]["counts"]["train"]["per_class"]["tuberculosis"] == 3
     assert meta["calibration"]["temperature"] > 0
+    assert meta["starting_point"] == "trained from scratch (no pretrained weights)"
+    assert meta["training"]["loss_weights"] == "classes balanced overall and within each source"
     assert set(meta["metrics"]["test"]["per_class"]) == set(meta["classes"])
     assert "source prior" in meta["metrics"]["baselines"]
     spec = ModelSpec.from_folder(out)
@@ -82,3 +86,42 @@ def test_train_writes_model_folder_the_worker_uses(tmp_path, radiologist, settin
     assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message
     assert job.model_version == "0.0.1"
     assert len(job.prediction.probabilities) == 4
+
+
+def test_within_source_weights_stop_the_source_standing_in_for_the_label():
+    # Hospital A: 40 normals, 40 pneumonias. Hospital B: its own 4 tuberculosis and 4 normal films.
+    labels = np.array([0] * 40 + [1] * 40 + [2] * 4 + [0] * 4)
+    sources = ["A"] * 80 + ["B"] * 8
+    in_b = np.array(sources) == "B"
+
+    plain = train.sample_weights(labels, sources, 3, within_source=False)
+    tb_b, normal_b = plain[in_b & (labels == 2)].sum(), plain[in_b & (labels == 0)].sum()
+    assert tb_b > 5 * normal_b  # class weights alone: "hospital B" pays off as a tuberculosis cue
+
+    balanced = train.sample_weights(labels, sources, 3, within_source=True)
+    assert balanced[in_b & (labels == 2)].sum() == pytest.approx(balanced[in_b & (labels == 0)].sum())
+    assert balanced[~in_b & (labels == 0)].sum() == pytest.approx(balanced[~in_b & (labels == 1)].sum())
+    assert balanced.mean() == pytest.approx(1.0)
+
+
+def test_initialise_from_copies_every_layer_but_the_classifier(tmp_path):
+    from training.architectures import build_model
+
+    source = build_model("compact", n_classes=4, input_size=32)
+    (tmp_path / "xray").mkdir()
+    source.save(tmp_path / "xray" / "model.keras")
+    target = build_model("compact", n_classes=2, input_size=32)
+
+    copied = train.initialise_from(target, tmp_path / "xray")
+
+    pairs = list(zip([layer for layer in source.layers if layer.weights],
+                     [layer for layer in target.layers if layer.weights], strict=True))  # fmt: skip
+    assert copied == len(pairs) - 1
+    for src, dst in pairs[:-1]:
+        for a, b in zip(src.get_weights(), dst.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert target.layers[-1].get_weights()[0].shape[-1] == 2
+
+    other = build_model("mobilenetv3small", n_classes=2, input_size=32)
+    with pytest.raises(ValueError, match="different architecture"):
+        train.initialise_from(other, tmp_path / "xray")

@@ -157,6 +157,12 @@ def target_results(meta: dict) -> list[tuple[str, float, float | None]]:
     ]
 
 
+def _starting_point(meta: dict) -> str:
+    if meta.get("starting_point"):  # written since training.train gained --init-from
+        return meta["starting_point"]
+    return "ImageNet-pretrained backbone" if meta["pretrained"] else "trained from scratch (no pretrained weights)"
+
+
 def _markdown(meta: dict) -> str:
     m = meta["metrics"]
     test = m["test"]
@@ -166,7 +172,7 @@ def _markdown(meta: dict) -> str:
         f"**Intended use.** {meta['intended_use']}",
         "",
         f"Architecture `{meta['architecture']}`, {meta['parameters']:,} parameters, "
-        f"{'ImageNet-pretrained backbone' if meta['pretrained'] else 'trained from scratch (no pretrained weights)'}; "
+        f"{_starting_point(meta)}; "
         f"input {meta['preprocessing']['width']}x{meta['preprocessing']['height']} greyscale repeated to 3 channels; "
         f"calibration temperature {meta['calibration']['temperature']:.3f} (fitted on the validation split).",
         "",

@@ -30,9 +30,9 @@ logger = logging.getLogger("training")
 
 
 class AugmentedBatches(keras.utils.PyDataset):
-    def __init__(self, images, labels, n_classes, batch_size, scale_max, seed):
+    def __init__(self, images, labels, weights, n_classes, batch_size, scale_max, seed):
         super().__init__()
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.weights = images, labels, weights
         self.n_classes, self.batch_size, self.scale_max = n_classes, batch_size, scale_max
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(labels))
@@ -43,7 +43,7 @@ class AugmentedBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         idx = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         batch = augment(self.images[idx], self.rng, self.scale_max)
-        return to_model_batch(batch), keras.utils.to_categorical(self.labels[idx], self.n_classes)
+        return to_model_batch(batch), keras.utils.to_categorical(self.labels[idx], self.n_classes), self.weights[idx]
 
     def on_epoch_end(self) -> None:
         self.order = self.rng.permutation(len(self.labels))
@@ -60,6 +60,54 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 64) -> np.
 def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
     counts = np.bincount(labels, minlength=n_classes)
     return {k: float(len(labels) / (n_classes * counts[k])) for k in range(n_classes) if counts[k]}
+
+
+def sample_weights(
+    labels: np.ndarray, sources: list[str], n_classes: int, *, within_source: bool, cap: float = 10.0
+) -> np.ndarray:
+    """Per-image loss weights: classes balanced overall, and optionally within each source.
+
+    Class weights alone leave a source's own classes unbalanced: the 44 tuberculosis films of one
+    hospital outweigh its 44 normals about twenty to one, so "this hospital" becomes the tuberculosis
+    feature. Within-source balancing gives each class of a source an equal share of that source's
+    weight, so only what differs inside the source can lower the loss. Weights are capped (a dozen
+    images must not dominate) and scaled to mean 1.
+    """
+    per_class = class_weights(labels, n_classes)
+    weights = np.array([per_class[int(label)] for label in labels], dtype=np.float64)
+    if within_source:
+        source_array = np.asarray(sources)
+        for source in set(sources):
+            in_source = source_array == source
+            source_labels = labels[in_source]
+            present = np.unique(source_labels)
+            share = weights[in_source].sum() / len(present)
+            source_weights = weights[in_source]
+            for label in present:
+                source_weights[source_labels == label] = share / np.sum(source_labels == label)
+            weights[in_source] = source_weights
+        weights = np.minimum(weights, cap * np.median(weights))
+    return (weights / weights.mean()).astype(np.float32)
+
+
+def initialise_from(model: keras.Model, folder: Path) -> int:
+    """Copy a trained model's weights into a new one of the same architecture, except the classifier.
+
+    Transfer learning without a download: a CT model can start from the chest X-ray model's
+    features. Layers are paired in order (names differ between Keras sessions) and must match in
+    type and weight shapes; returns how many layers were copied.
+    """
+    source = keras.saving.load_model(Path(folder) / "model.keras", compile=False)
+    source_layers = [layer for layer in source.layers if layer.weights][:-1]
+    target_layers = [layer for layer in model.layers if layer.weights][:-1]
+    if len(source_layers) != len(target_layers):
+        raise ValueError(f"{folder} has a different architecture ({len(source_layers)} vs {len(target_layers)} layers)")
+    for src, dst in zip(source_layers, target_layers, strict=True):
+        src_shapes = [tuple(w.shape) for w in src.get_weights()]
+        if type(src) is not type(dst) or src_shapes != [tuple(w.shape) for w in dst.get_weights()]:
+            raise ValueError(f"{folder}: layer {src.name} does not match {dst.name}")
+        dst.set_weights(src.get_weights())
+    return len(target_layers)
 
 
 def subsample(dataset: Dataset, max_per_class: int | None, seed: int) -> Dataset:
@@ -92,6 +140,13 @@ def train(args: argparse.Namespace) -> Path:
     logger.info("Loaded %d train / %d val images in %.0f s", len(y_train), len(y_val), time.time() - started)
 
     model = build_model(args.arch, n_classes=len(classes), input_size=size, weights_path=args.weights)
+    if args.init_from:
+        logger.info("Initialised %d layers from %s", initialise_from(model, args.init_from), args.init_from)
+    n_classes = len(classes)
+    w_train = sample_weights(y_train, [s.source for s in dataset.split("train")], n_classes,
+                             within_source=args.balance_within_source)  # fmt: skip
+    w_val = sample_weights(y_val, [s.source for s in dataset.split("val")], n_classes,
+                           within_source=args.balance_within_source)  # fmt: skip
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=1e-4),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
@@ -109,10 +164,9 @@ def train(args: argparse.Namespace) -> Path:
     if deadline:
         callbacks.append(TimeBudget(deadline))
     history = model.fit(
-        AugmentedBatches(x_train, y_train, len(classes), args.batch_size, scale_max, args.seed),
-        validation_data=(to_model_batch(x_val), keras.utils.to_categorical(y_val, len(classes))),
+        AugmentedBatches(x_train, y_train, w_train, n_classes, args.batch_size, scale_max, args.seed),
+        validation_data=(to_model_batch(x_val), keras.utils.to_categorical(y_val, n_classes), w_val),
         epochs=args.epochs,
-        class_weight=class_weights(y_train, len(classes)),
         callbacks=callbacks,
         verbose=2,
     )
@@ -145,8 +199,10 @@ def train(args: argparse.Namespace) -> Path:
         "classes": classes,
         "preprocessing": spec.to_json(),
         "architecture": args.arch,
-        "pretrained": bool(args.weights),
+        "pretrained": bool(args.weights or args.init_from),
+        "starting_point": _starting_point(args),
         "pretrained_weights": str(args.weights.name) if args.weights else None,
+        "initialised_from": _model_label(args.init_from) if args.init_from else None,
         "calibration": calibration,
         "training": {
             "data": str(args.data),
@@ -157,6 +213,9 @@ def train(args: argparse.Namespace) -> Path:
             "learning_rate": args.lr,
             "seed": args.seed,
             "max_per_class": args.max_per_class,
+            "loss_weights": "classes balanced overall and within each source"
+            if args.balance_within_source
+            else "classes balanced overall",
             "seconds": round(train_seconds),
             "keras_backend": keras.backend.backend(),
             "keras_version": keras.__version__,
@@ -180,6 +239,21 @@ def train(args: argparse.Namespace) -> Path:
     return out
 
 
+def _starting_point(args: argparse.Namespace) -> str:
+    if args.init_from:
+        return f"transfer learning from {_model_label(args.init_from)}"
+    if args.weights:
+        return f"transfer learning from ImageNet weights ({args.weights.name})"
+    return "trained from scratch (no pretrained weights)"
+
+
+def _model_label(folder: Path) -> str:
+    import json
+
+    meta = json.loads((Path(folder) / "model.json").read_text())
+    return f"{meta['name']} {meta['version']} ({meta['modality']}, trained on {meta['training']['data']})"
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stop after a wall-clock budget, so comparisons give every architecture the same time."""
 
@@ -200,6 +274,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default="compact")
     parser.add_argument("--size", type=int, help="input side in pixels (default: per architecture)")
     parser.add_argument("--weights", type=Path, help="local ImageNet weights file for the backbone")
+    parser.add_argument("--init-from", type=Path, help="model folder of the same architecture to start from")
+    parser.add_argument("--balance-within-source", action="store_true",
+                        help="also balance each source's classes in the loss (see sample_weights)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)

@@ -23,7 +23,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from diagnosis import selectors, services
+from diagnosis import downloads, selectors, services
 from diagnosis.api import serializers as s
 from diagnosis.api.filters import CaseFilter, PatientFilter
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
@@ -34,8 +34,6 @@ logger = logging.getLogger(__name__)
 READ_ERRORS = {401: s.ErrorSerializer, 403: s.ErrorSerializer, 404: s.ErrorSerializer}
 WRITE_ERRORS = {400: s.ErrorSerializer, **READ_ERRORS}
 LIST_ERRORS = {400: s.ErrorSerializer, 401: s.ErrorSerializer, 403: s.ErrorSerializer}
-
-CONTENT_TYPES = {Image.Format.PNG: "image/png", Image.Format.JPEG: "image/jpeg"}
 
 
 def _jobs_with_predictions() -> Prefetch:
@@ -251,15 +249,10 @@ class ImageFileView(generics.GenericAPIView):
         rendered from it (the original object is never sent)."""
         image = self.get_object()
         try:
-            handle = services.image_open(image=image)
+            return downloads.image_response(image)
         except FileNotFoundError:
             logger.error("Image %s has a row but no file at %s", image.pk, image.file.name)
             raise NotFound("The stored file of this image is missing.") from None
-        shown = Image.Format.PNG if image.rendered else image.format
-        extension = "png" if shown == Image.Format.PNG else "jpg"
-        response = FileResponse(handle, content_type=CONTENT_TYPES[shown], filename=f"image-{image.pk}.{extension}")
-        response["Cache-Control"] = "private, no-store"  # patient data: no shared or disk caches
-        return response
 
 
 class PredictionHeatmapView(generics.GenericAPIView):
@@ -281,13 +274,10 @@ class PredictionHeatmapView(generics.GenericAPIView):
         if not prediction.heatmap:
             raise NotFound("This prediction has no heatmap.")
         try:
-            handle = prediction.heatmap.open("rb")
+            return downloads.heatmap_response(prediction)
         except FileNotFoundError:
             logger.error("Prediction %s has no heatmap file at %s", prediction.pk, prediction.heatmap.name)
             raise NotFound("The stored heatmap of this prediction is missing.") from None
-        response = FileResponse(handle, content_type="image/png", filename=f"heatmap-{prediction.pk}.png")
-        response["Cache-Control"] = "private, no-store"
-        return response
 
 
 @extend_schema_view(get=extend_schema(responses={200: s.JobSerializer, **READ_ERRORS}))
