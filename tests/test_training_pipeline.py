@@ -4,8 +4,10 @@ import csv
 import json
 import logging
 import shutil
+import zipfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -72,6 +74,8 @@ def test_train_writes_model_folder_the_worker_uses(tmp_path, radiologist, settin
     assert meta["training"]["loss_weights"] == "classes balanced overall and within each source"
     assert set(meta["metrics"]["test"]["per_class"]) == set(meta["classes"])
     assert "source prior" in meta["metrics"]["baselines"]
+    with zipfile.ZipFile(out / "model.keras") as saved, saved.open("model.weights.h5") as weights:
+        assert "optimizer" not in h5py.File(weights, "r")  # the inference file only
     spec = ModelSpec.from_folder(out)
     assert spec.preprocessing.width == 32
 
