@@ -129,3 +129,15 @@ def test_initialise_from_copies_every_layer_but_the_classifier(tmp_path):
     other = build_model("mobilenetv3small", n_classes=2, input_size=32)
     with pytest.raises(ValueError, match="different architecture"):
         train.initialise_from(other, tmp_path / "xray")
+
+
+@pytest.mark.parametrize("arch", ["compact", "mobilenetv3small"])
+def test_batch_norm_momentum_reaches_nested_backbones(arch):
+    from training.architectures import build_model, set_batch_norm_momentum
+
+    model = build_model(arch, n_classes=2, input_size=32)
+    changed = set_batch_norm_momentum(model, 0.9)
+    assert changed >= 8
+    config = json.dumps(model.get_config())
+    assert config.count('"momentum": 0.9') == changed
+    assert '"momentum": 0.99' not in config

@@ -21,7 +21,7 @@ import numpy as np
 
 from ml.preprocessing import Preprocessing
 from training import metrics as M
-from training.architectures import ARCHITECTURES, build_model
+from training.architectures import ARCHITECTURES, build_model, set_batch_norm_momentum
 from training.data import Dataset, discover
 from training.images import augment, load_split, to_model_batch
 from training.report import write_card
@@ -142,6 +142,8 @@ def train(args: argparse.Namespace) -> Path:
     model = build_model(args.arch, n_classes=len(classes), input_size=size, weights_path=args.weights)
     if args.init_from:
         logger.info("Initialised %d layers from %s", initialise_from(model, args.init_from), args.init_from)
+    if not args.weights:  # ImageNet statistics are already settled; ours are not
+        set_batch_norm_momentum(model, args.bn_momentum)
     n_classes = len(classes)
     w_train = sample_weights(y_train, [s.source for s in dataset.split("train")], n_classes,
                              within_source=args.balance_within_source)  # fmt: skip
@@ -212,6 +214,7 @@ def train(args: argparse.Namespace) -> Path:
             "epochs_max": args.epochs,
             "batch_size": args.batch_size,
             "learning_rate": args.lr,
+            "batch_norm_momentum": None if args.weights else args.bn_momentum,
             "seed": args.seed,
             "max_per_class": args.max_per_class,
             "loss_weights": "classes balanced overall and within each source"
@@ -278,6 +281,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init-from", type=Path, help="model folder of the same architecture to start from")
     parser.add_argument("--balance-within-source", action="store_true",
                         help="also balance each source's classes in the loss (see sample_weights)")  # fmt: skip
+    parser.add_argument("--bn-momentum", type=float, default=0.9,
+                        help="batch-norm momentum without --weights (see set_batch_norm_momentum)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
