@@ -127,7 +127,11 @@ def _analyser(spec: ModelSpec) -> Any:
         feature_map, penultimate = _feature_tensors(model)
         inner = keras.Model(model.inputs, [feature_map, penultimate, model.outputs[0]])
 
-        @tf.function(reduce_retracing=True)
+        # One trace for every batch size: the worker's batches vary from 1 to XNET_BATCH_MAX_SIZE,
+        # and retracing a backbone's forward and backward pass costs seconds each time.
+        signature = tf.TensorSpec(shape=(None, *model.inputs[0].shape[1:]), dtype=tf.float32)
+
+        @tf.function(input_signature=[signature])
         def analyse(batch):
             with tf.GradientTape() as tape:
                 fmap, features, probabilities = inner(batch, training=False)

@@ -110,3 +110,16 @@ def test_no_model_fails_the_whole_batch_with_the_message(make_job, resources, se
         job.refresh_from_db()
         assert job.status == InferenceJob.Status.FAILED
         assert job.error_message == "no model installed for CT"
+
+
+def test_every_batch_size_reuses_one_traced_function(model_dir):
+    """Batches vary from 1 to XNET_BATCH_MAX_SIZE; a retrace per new size would cost a real
+    backbone seconds each time (measured with benchmarks/batching.py)."""
+    import numpy as np
+
+    spec = model_for(Modality.XRAY, model_dir)
+    size = (spec.preprocessing.height, spec.preprocessing.width, 3)
+    image = np.random.default_rng(0).random(size, dtype=np.float32)
+    for batch_size in (1, 3, 16, 2):
+        assert len(inference.analyse_inputs(spec, [image] * batch_size)) == batch_size
+    assert inference._analyser(spec).experimental_get_tracing_count() == 1
