@@ -45,7 +45,21 @@ def test_pairwise_accuracy_compares_only_two_classes():
     probs = np.array([[0.3, 0.1, 0.6], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
     r = M.pairwise_accuracy(y, probs, classes, "normal", "pneumonia")
     # Image 0: normal 0.3 > pneumonia 0.1 -> right despite covid being top; 1 wrong; 2 right; 3 wrong.
-    assert r == {"n": 4, "accuracy": 0.5}
+    assert (r["n"], r["accuracy"]) == (4, 0.5)
+    low, high = r["accuracy_ci95"]
+    assert 0.0 <= low < 0.5 < high <= 1.0
+
+
+def test_rate_interval_narrows_with_more_images_and_holds_the_rate():
+    # 86.5 % of 52 images (the tuberculosis pair) against the same rate on 800: the small split's
+    # interval is several times wider and reaches below 85 %.
+    small = M.proportion_ci95(np.array([1] * 45 + [0] * 7))
+    large = M.proportion_ci95(np.array([1] * 692 + [0] * 108))
+    assert small[0] < 0.78
+    assert small[1] > 0.94
+    assert 0.83 < large[0] < 0.865 < large[1] < 0.89
+    assert M.proportion_ci95(np.array([1, 1, 1])) == [1.0, 1.0]
+    assert M.proportion_ci95(np.array([])) is None
 
 
 def test_temperature_scaling_fixes_overconfidence():
@@ -78,14 +92,14 @@ def test_card_targets_say_which_are_missed():
             "test": {"balanced_accuracy": 0.90},
             "within_source": {
                 "covid19rad224: normal vs covid": {"n": 10, "accuracy": 0.95},
-                "kermany224: normal vs pneumonia": {"n": 10, "accuracy": 0.93},
+                "kermany224: normal vs pneumonia": {"n": 10, "accuracy": 0.93, "accuracy_ci95": [0.8, 1.0]},
             },
             "adult_normals_called_normal": {"n": 10, "rate": 0.85},
         },
     }
-    results = {name: (required, value) for name, required, value in target_results(meta)}
-    assert results["normal vs pneumonia within kermany224"] == (0.94, 0.93)
-    assert results["tuberculosis vs normal within nitrd_da"] == (0.85, None)  # no such pair measured
-    assert results["adult normals called normal"] == (0.85, 0.85)  # the boundary counts as met
-    ct = target_results({"modality": "ct", "metrics": {"test": {"accuracy": 0.8}}})
-    assert ct == [("accuracy", 0.85, 0.8)]
+    results = {name: (required, value, ci) for name, required, value, ci in target_results(meta)}
+    assert results["normal vs pneumonia within kermany224"] == (0.94, 0.93, [0.8, 1.0])
+    assert results["tuberculosis vs normal within nitrd_da"] == (0.85, None, None)  # no such pair measured
+    assert results["adult normals called normal"] == (0.85, 0.85, None)  # written before intervals existed
+    ct = target_results({"modality": "ct", "metrics": {"test": {"accuracy": 0.8, "ci95": {"accuracy": [0.7, 0.9]}}}})
+    assert ct == [("accuracy", 0.85, 0.8, [0.7, 0.9])]

@@ -17,7 +17,7 @@ from diagnosis.models import InferenceJob
 from ml.registry import ModelSpec, model_for
 from tests.conftest import RESOURCES, SHARED_DATA
 from tests.factories import CaseFactory, PatientFactory
-from training import train
+from training import evaluate, train
 from training.data import discover
 
 
@@ -78,6 +78,16 @@ def test_train_writes_model_folder_the_worker_uses(tmp_path, radiologist, settin
         assert "optimizer" not in h5py.File(weights, "r")  # the inference file only
     spec = ModelSpec.from_folder(out)
     assert spec.preprocessing.width == 32
+
+    # Re-evaluating the folder (training.evaluate) reproduces the figures and keeps the baselines.
+    (out / "CARD.md").unlink()
+    again = evaluate.evaluate_folder(out, data, n_bootstrap=20)
+    for key in ("accuracy", "balanced_accuracy"):
+        assert again["test"][key] == meta["metrics"]["test"][key]
+    sensitivities = {label: c["sensitivity"] for label, c in again["test"]["per_class"].items()}
+    assert sensitivities == {label: c["sensitivity"] for label, c in meta["metrics"]["test"]["per_class"].items()}
+    assert again["baselines"] == meta["metrics"]["baselines"]
+    assert (out / "CARD.md").is_file()
 
     settings.XNET_MODEL_DIR = out.parent
     assert model_for("xray", out.parent) == spec

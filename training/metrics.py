@@ -109,7 +109,21 @@ def evaluate(
     return metrics
 
 
-def pairwise_accuracy(y_true: np.ndarray, probs: np.ndarray, classes: list[str], a: str, b: str) -> dict:
+def proportion_ci95(correct: np.ndarray, *, n_bootstrap: int = 1000, seed: int = 0) -> list[float] | None:
+    """95 % percentile bootstrap interval of a rate (resampling images), as for the other metrics.
+
+    A target met on 52 images is a weaker claim than one met on 800: the card shows both intervals."""
+    correct = np.asarray(correct, dtype=float)
+    if not len(correct) or not n_bootstrap:
+        return None
+    rng = np.random.default_rng(seed)
+    rates = correct[rng.integers(0, len(correct), (n_bootstrap, len(correct)))].mean(axis=1)
+    return [float(np.percentile(rates, 2.5)), float(np.percentile(rates, 97.5))]
+
+
+def pairwise_accuracy(
+    y_true: np.ndarray, probs: np.ndarray, classes: list[str], a: str, b: str, *, n_bootstrap: int = 1000
+) -> dict:
     """Accuracy of telling class a from class b, comparing only those two probabilities, on
     the images whose true label is a or b (a within-source check of what the model learned)."""
     ia, ib = classes.index(a), classes.index(b)
@@ -118,7 +132,11 @@ def pairwise_accuracy(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
         return {"n": 0, "accuracy": float("nan")}
     predicted_a = probs[mask, ia] >= probs[mask, ib]
     correct = predicted_a == (y_true[mask] == ia)
-    return {"n": int(mask.sum()), "accuracy": float(correct.mean())}
+    return {
+        "n": int(mask.sum()),
+        "accuracy": float(correct.mean()),
+        "accuracy_ci95": proportion_ci95(correct, n_bootstrap=n_bootstrap),
+    }
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:

@@ -52,11 +52,17 @@ def evaluate_test(
         if "normal" in classes:
             normal = adult & (y == classes.index("normal"))
             called = probs[normal].argmax(axis=1) == classes.index("normal")
-            result["adult_normals_called_normal"] = {"n": int(normal.sum()), "rate": float(called.mean())}
+            result["adult_normals_called_normal"] = {
+                "n": int(normal.sum()),
+                "rate": float(called.mean()),
+                "rate_ci95": M.proportion_ci95(called, n_bootstrap=n_bootstrap),
+            }
     for source, a, b in WITHIN_SOURCE_PAIRS:
         mask = sources == source
         if a in classes and b in classes and mask.any():
-            result["within_source"][f"{source}: {a} vs {b}"] = M.pairwise_accuracy(y[mask], probs[mask], classes, a, b)
+            result["within_source"][f"{source}: {a} vs {b}"] = M.pairwise_accuracy(
+                y[mask], probs[mask], classes, a, b, n_bootstrap=n_bootstrap
+            )
     if "tuberculosis" in classes and (sources == "nitrd_da").any():
         mask = sources == "nitrd_da"
         tb = _subset(y, probs, mask, classes, n_bootstrap=n_bootstrap)
@@ -138,22 +144,26 @@ def _ci(interval: list[float] | None) -> str:
     return "" if not interval else f" (95 % CI {interval[0] * 100:.1f}–{interval[1] * 100:.1f})"
 
 
-def target_results(meta: dict) -> list[tuple[str, float, float | None]]:
-    """(target, required rate, this model's rate or None) for the figures the project aims at."""
+def target_results(meta: dict) -> list[tuple[str, float, float | None, list[float] | None]]:
+    """(target, required rate, this model's rate or None, its 95 % interval or None) for the figures
+    the project aims at. Cards written before intervals were recorded give None."""
     m = meta.get("metrics", {})
     if meta.get("modality") == "ct":
-        return [("accuracy", 0.85, m.get("test", {}).get("accuracy"))]
+        test = m.get("test", {})
+        return [("accuracy", 0.85, test.get("accuracy"), test.get("ci95", {}).get("accuracy"))]
     within = m.get("within_source", {})
+    test = m.get("test", {})
+    adult_normals = m.get("adult_normals_called_normal", {})
 
-    def pair(key: str) -> float | None:
-        return within.get(key, {}).get("accuracy")
+    def pair(key: str) -> tuple[float | None, list[float] | None]:
+        return within.get(key, {}).get("accuracy"), within.get(key, {}).get("accuracy_ci95")
 
     return [
-        ("normal vs COVID within covid19rad224", 0.92, pair("covid19rad224: normal vs covid")),
-        ("normal vs pneumonia within kermany224", 0.94, pair("kermany224: normal vs pneumonia")),
-        ("tuberculosis vs normal within nitrd_da", 0.85, pair("nitrd_da: normal vs tuberculosis")),
-        ("adult normals called normal", 0.85, m.get("adult_normals_called_normal", {}).get("rate")),
-        ("balanced accuracy", 0.88, m.get("test", {}).get("balanced_accuracy")),
+        ("normal vs COVID within covid19rad224", 0.92, *pair("covid19rad224: normal vs covid")),
+        ("normal vs pneumonia within kermany224", 0.94, *pair("kermany224: normal vs pneumonia")),
+        ("tuberculosis vs normal within nitrd_da", 0.85, *pair("nitrd_da: normal vs tuberculosis")),
+        ("adult normals called normal", 0.85, adult_normals.get("rate"), adult_normals.get("rate_ci95")),
+        ("balanced accuracy", 0.88, test.get("balanced_accuracy"), test.get("ci95", {}).get("balanced_accuracy")),
     ]
 
 
@@ -211,10 +221,11 @@ def _markdown(meta: dict) -> str:
     if m.get("within_source"):
         lines += ["", "## Within one source (what the source cannot give away)", ""]
         for name, r in m["within_source"].items():
-            lines.append(f"- {name}: {_pct(r['accuracy'])} on {r['n']} images")
+            lines.append(f"- {name}: {_pct(r['accuracy'])}{_ci(r.get('accuracy_ci95'))} on {r['n']} images")
     if "adult_normals_called_normal" in m:
         r = m["adult_normals_called_normal"]
-        lines.append(f"- adult normals (all sources but kermany224) called normal: {_pct(r['rate'])} of {r['n']}")
+        shown = _pct(r["rate"]) + _ci(r.get("rate_ci95"))
+        lines.append(f"- adult normals (all sources but kermany224) called normal: {shown} of {r['n']}")
     if "tuberculosis_within_nitrd_da" in m:
         r = m["tuberculosis_within_nitrd_da"]
         lines += [
@@ -234,12 +245,27 @@ def _markdown(meta: dict) -> str:
             "| target | required | this model | met |",
             "|---|---|---|---|",
         ]
-        for name, required, value in targets:
-            shown = "n/a" if value is None else _pct(value)
+        for name, required, value, interval in targets:
+            shown = "n/a" if value is None else _pct(value) + _ci(interval)
             met = "n/a" if value is None else ("yes" if value >= required else "**no**")
             lines.append(f"| {name} | >= {required * 100:.0f} % | {shown} | {met} |")
-        if any(value is not None and value < required for _, required, value in targets):
-            lines += ["", "Targets marked **no** are missed: this is the best honest model trained here so far."]
+        unsure = [
+            name
+            for name, required, value, interval in targets
+            if value is not None and value >= required and interval and interval[0] < required
+        ]
+        if unsure:
+            lines.append("")
+            lines.append(
+                f"Met means the point estimate reaches the target. For {', '.join(unsure)}, the 95 % interval "
+                "reaches below it: the test split is too small to show the target is reached."
+            )
+        if any(value is not None and value < required for _, required, value, _ in targets):
+            lines.append("")
+            lines.append(
+                "Targets marked **no** are missed; the model was shipped as the best honest one trained here "
+                "at the time."
+            )
     if m.get("baselines"):
         lines += ["", "## Baselines on the same test split", ""]
         for name, r in m["baselines"].items():
@@ -314,11 +340,14 @@ def write_card(
     baselines: dict | None = None,
 ) -> None:
     classes = meta["classes"]
+    previous_baselines = meta.get("metrics", {}).get("baselines")  # kept when re-evaluating a folder
     meta["metrics"] = evaluate_test(test_samples, y_test, test_probs, classes, n_bootstrap)
     if baselines:
         meta["metrics"]["baselines"] = {
             name: M.point_metrics(y_test, probs, classes) for name, probs in baselines.items()
         }
+    elif previous_baselines:
+        meta["metrics"]["baselines"] = previous_baselines
     meta.setdefault("intended_use", INTENDED_USE[meta["modality"]])
     meta.setdefault(
         "limitations",
