@@ -16,7 +16,7 @@ from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from diagnosis.api.serializers import ErrorSerializer
+from diagnosis.api.serializers import ErrorSerializer, InputSerializer
 from diagnosis.api.views import IgnoreAcceptHeader
 from diagnosis.models import Case
 from reviews import selectors, services
@@ -101,7 +101,7 @@ class ReportSerializer(serializers.ModelSerializer):
         return self._absolute("case-report-pdf", report)
 
 
-class ReportSignSerializer(serializers.Serializer):
+class ReportSignSerializer(InputSerializer):
     agrees_with_ai = serializers.BooleanField(
         help_text="true: the final label is the AI's leading finding; false: give final_label."
     )
@@ -126,7 +126,7 @@ class ReportSignSerializer(serializers.Serializer):
     )
 
 
-class AddendumCreateSerializer(serializers.Serializer):
+class AddendumCreateSerializer(InputSerializer):
     text = serializers.CharField(allow_blank=True, max_length=MAX_TEXT_LENGTH)
 
 

@@ -76,6 +76,17 @@ def test_create_with_only_required_fields(api):
     assert (body["sex"], body["birth_date"]) == ("U", None)
 
 
+def test_a_misspelt_field_is_400_not_silently_dropped(api):
+    # An external app that sends date_of_birth would otherwise register the patient without one.
+    payload = {"mrn": "C-2", "name": "Ada Lovelace", "date_of_birth": "1815-12-10"}
+    response = api.post("/api/v1/patients/", payload, format="json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "unknown_field"
+    assert error["fields"] == {"date_of_birth": ["Unknown field; this endpoint accepts mrn, name, birth_date, sex."]}
+    assert not Patient.objects.exists()
+
+
 def test_duplicate_mrn_in_department_is_400(api, patient):
     response = api.post("/api/v1/patients/", {"mrn": "A-100", "name": "Someone Else"}, format="json")
     assert response.status_code == 400

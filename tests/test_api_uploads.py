@@ -75,11 +75,23 @@ def test_upload_answers_202_with_job_location(
 
 
 def test_missing_file_field(api, case, settings):
-    response = api.post(_upload_url(case), {"comment": "no file"}, format="multipart")
+    response = api.post(_upload_url(case), {"confirm_modality": "false"}, format="multipart")
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "required"
     assert error["fields"] == {"file": ["No file was submitted."]}
+    _assert_nothing_written(settings.MEDIA_ROOT)
+
+
+def test_unknown_field_is_named_beside_the_missing_file(api, case, settings):
+    response = api.post(_upload_url(case), {"image": "chest.png"}, format="multipart")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"  # two problems
+    assert error["fields"] == {
+        "file": ["No file was submitted."],
+        "image": ["Unknown field; this endpoint accepts file, frame, confirm_modality."],
+    }
     _assert_nothing_written(settings.MEDIA_ROOT)
 
 

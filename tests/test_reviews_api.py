@@ -78,6 +78,7 @@ def test_unsigned_case_report_is_404_not_signed(api, case):
         ({"agrees_with_ai": False, "final_label": "other"}, "other_finding", "Describe the other finding."),
         ({"agrees_with_ai": False, "final_label": "fracture"}, "final_label", "'fracture' is not a class"),
         ({"agrees_with_ai": "maybe"}, "agrees_with_ai", "Must be a valid boolean."),
+        ({"agrees_with_ai": False, "finall_label": "covid"}, "finall_label", "Unknown field; this endpoint accepts"),
     ],
 )
 def test_bad_sign_off_is_400_in_the_error_format(api, case, data, field, message):

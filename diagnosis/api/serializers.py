@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from diagnosis import selectors
 from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
@@ -35,6 +36,32 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
+# Inputs ------------------------------------------------------------------------------------
+
+
+class InputSerializer(serializers.Serializer):
+    """Base of every request body: a field the endpoint does not know is an error, not dropped.
+
+    A client that sends `date_of_birth` for `birth_date` must hear about it; silently ignoring it
+    would register the patient without a birth date and answer 201.
+    """
+
+    def to_internal_value(self, data):
+        accepted = [name for name, field in self.fields.items() if not field.read_only]
+        unknown = sorted(set(data.keys()) - set(accepted)) if hasattr(data, "keys") else []
+        message = f"Unknown field; this endpoint accepts {', '.join(accepted)}."
+        unknown_errors = {name: [ErrorDetail(message, code="unknown_field")] for name in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:  # one answer names every problem
+            if unknown_errors and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown_errors}) from exc
+            raise
+        if unknown_errors:
+            raise serializers.ValidationError(unknown_errors)
+        return value
+
+
 # Patients ----------------------------------------------------------------------------------
 
 
@@ -47,7 +74,7 @@ class PatientSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class PatientCreateSerializer(serializers.Serializer):
+class PatientCreateSerializer(InputSerializer):
     mrn = serializers.CharField(max_length=64, help_text="Medical record number, unique in your department.")
     name = serializers.CharField(max_length=200)
     birth_date = serializers.DateField(required=False, allow_null=True)
@@ -213,7 +240,7 @@ class ImageWithJobsSerializer(ImageSerializer):
         read_only_fields = fields
 
 
-class ImageUploadSerializer(serializers.Serializer):
+class ImageUploadSerializer(InputSerializer):
     # Empty files pass here so that the upload inspection answers with its own message.
     file = serializers.FileField(allow_empty_file=True, help_text="A PNG, JPEG or DICOM chest image.")
     frame = serializers.IntegerField(
@@ -361,7 +388,7 @@ class DepartmentPatientField(serializers.PrimaryKeyRelatedField):
         return selectors.patient_list_for_user(user=self.context["request"].user)
 
 
-class CaseCreateSerializer(serializers.Serializer):
+class CaseCreateSerializer(InputSerializer):
     # The queryset is only a type hint for the schema; lookups go through get_queryset.
     patient = DepartmentPatientField(queryset=Patient.objects.none(), help_text="Patient id.")
     modality = serializers.ChoiceField(choices=Modality.choices)
