@@ -29,7 +29,7 @@ from diagnosis import downloads, selectors, services
 from diagnosis.forms import CaseCreateForm, ImagesUploadForm, PatientSearchForm, WorklistFilterForm
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
 from ml.labels import display_name
-from ml.registry import ModelSpec, find_model
+from ml.registry import ModelSpec, find_model, model_for
 from reviews.forms import AddendumForm, ReportSignForm, signoff_context
 
 PAGE_SIZE = 25
@@ -345,10 +345,18 @@ def model_card(request: HttpRequest, name: str, version: str) -> HttpResponse:
     # CARD.md comes from the model folder, which the operator installs (trusted), not from users.
     card_html = markdown.markdown(card_file.read_text(), extensions=["tables"]) if card_file.is_file() else ""
     figures = [figure for figure in CARD_FIGURES if (spec.folder / figure).is_file()]
+    # A result made by an older model links here; the reader should know it is no longer in use.
+    in_use = model_for(spec.modality, settings.XNET_MODEL_DIR)
     return render(
         request,
         "diagnosis/model_card.html",
-        {"spec": spec, "meta": spec.card, "card_html": card_html, "figures": figures},
+        {
+            "spec": spec,
+            "meta": spec.card,
+            "card_html": card_html,
+            "figures": figures,
+            "in_use": in_use if in_use and in_use != spec else None,
+        },
     )
 
 

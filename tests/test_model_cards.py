@@ -57,6 +57,22 @@ def test_card_page_says_where_training_started(rad_client, carded_models):
     assert "ImageNet" not in html
 
 
+def test_card_of_an_older_version_points_to_the_model_in_use(rad_client, carded_models):
+    import json
+
+    newer = carded_models / "xray-tiny-2"
+    shutil.copytree(carded_models / "xray-tiny", newer)
+    meta = json.loads((newer / "model.json").read_text())
+    meta["version"] = "1.1.0"
+    (newer / "model.json").write_text(json.dumps(meta))
+
+    old_card = rad_client.get(reverse("model_card", args=["xray-tiny", "1.0.0"])).content.decode()
+    assert "New XRAY uploads are classified by" in old_card
+    assert reverse("model_card", args=["xray-tiny", "1.1.0"]) in old_card
+    new_card = rad_client.get(reverse("model_card", args=["xray-tiny", "1.1.0"])).content.decode()
+    assert "New XRAY uploads are classified by" not in new_card
+
+
 def test_card_figure_is_served(rad_client, carded_models):
     response = rad_client.get(reverse("model_card_figure", args=["xray-tiny", "1.0.0", "roc_curves.png"]))
     assert response.status_code == 200
