@@ -97,5 +97,26 @@ def make_png():
     return png_bytes
 
 
+@pytest.fixture
+def classify_now(radiologist):
+    """Upload one image to a new case of the radiologist's department and run its job in this
+    process the way the worker does: what a model folder does in the platform, without a broker."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from diagnosis import services
+    from tests.factories import CaseFactory, PatientFactory
+
+    patient = PatientFactory(department=radiologist.department, created_by=radiologist)
+
+    def classify(data: bytes, modality: str = "xray"):
+        case = CaseFactory(patient=patient, created_by=radiologist, modality=modality)
+        job = services.image_upload(case=case, file=SimpleUploadedFile("chest.png", data), uploaded_by=radiologist)
+        services.job_run(job_id=job.pk)
+        job.refresh_from_db()
+        return job
+
+    return classify
+
+
 def media_files(root: Path) -> list[Path]:
     return [p for p in Path(root).rglob("*") if p.is_file()] if Path(root).exists() else []

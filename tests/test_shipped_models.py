@@ -10,13 +10,10 @@ import json
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.files.uploadedfile import SimpleUploadedFile
 
-from diagnosis import services
 from diagnosis.models import InferenceJob, Modality
 from ml.registry import installed_models, model_for
 from tests.conftest import RESOURCES, SHARED_DATA
-from tests.factories import CaseFactory, PatientFactory
 
 SHIPPED = django_settings.BASE_DIR / "ml" / "models"
 
@@ -50,15 +47,10 @@ def test_the_default_xray_model_has_the_four_classes_and_ct_two():
     ("modality", "image"),
     [(Modality.XRAY, lambda: (RESOURCES / "kermany_normal_1.jpg").read_bytes()), (Modality.CT, _ct_test_slice)],
 )
-def test_the_worker_classifies_a_real_image_with_the_newest_shipped_model(modality, image, radiologist, settings):
+def test_the_worker_classifies_a_real_image_with_the_newest_shipped_model(modality, image, classify_now, settings):
     settings.XNET_MODEL_DIR = SHIPPED
     newest = model_for(modality, SHIPPED)
-    patient = PatientFactory(department=radiologist.department, created_by=radiologist)
-    case = CaseFactory(patient=patient, created_by=radiologist, modality=modality)
-    job = services.image_upload(case=case, file=SimpleUploadedFile("slice.png", image()), uploaded_by=radiologist)
-    services.job_run(job_id=job.pk)
-
-    job.refresh_from_db()
+    job = classify_now(image(), modality)
     assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message
     assert (job.model_name, job.model_version) == (newest.name, newest.version)
     assert set(job.prediction.probabilities) == set(newest.classes)

@@ -8,18 +8,15 @@ import sys
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.files.uploadedfile import SimpleUploadedFile
 
-from diagnosis import services
 from diagnosis.models import InferenceJob
 from ml.registry import model_for
 from tests.conftest import RESOURCES
-from tests.factories import CaseFactory, PatientFactory
 from tests.test_training_pipeline import _kaggle_subset
 
 
 @pytest.mark.django_db
-def test_a_model_trained_on_jax_serves_in_the_tensorflow_worker(tmp_path, radiologist, settings):
+def test_a_model_trained_on_jax_serves_in_the_tensorflow_worker(tmp_path, classify_now, settings):
     data = _kaggle_subset(tmp_path / "kaggle", per_class=2)
     out = tmp_path / "models" / "xray-jax"
     command = [sys.executable, "-m", "training.train", "xray", "--data", str(data), "--arch", "compact",
@@ -34,12 +31,7 @@ def test_a_model_trained_on_jax_serves_in_the_tensorflow_worker(tmp_path, radiol
     settings.XNET_MODEL_DIR = out.parent
     spec = model_for("xray", out.parent)
     assert spec.version == "0.0.2"
-    patient = PatientFactory(department=radiologist.department, created_by=radiologist)
-    case = CaseFactory(patient=patient, created_by=radiologist)
-    upload = SimpleUploadedFile("x.jpg", (RESOURCES / "kermany_normal_1.jpg").read_bytes())
-    job = services.image_upload(case=case, file=upload, uploaded_by=radiologist)
-    services.job_run(job_id=job.pk)
-    job.refresh_from_db()
+    job = classify_now((RESOURCES / "kermany_normal_1.jpg").read_bytes())
     assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message
     assert set(job.prediction.probabilities) == set(meta["classes"])
     assert job.prediction.heatmap

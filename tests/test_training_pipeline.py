@@ -10,13 +10,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
-from diagnosis import services
 from diagnosis.models import InferenceJob
 from ml.registry import ModelSpec, model_for
 from tests.conftest import RESOURCES, SHARED_DATA
-from tests.factories import CaseFactory, PatientFactory
 from training import evaluate, train
 from training.data import discover
 
@@ -55,7 +52,7 @@ def test_manifest_discovery_reads_ct():
 
 
 @pytest.mark.django_db
-def test_train_writes_model_folder_the_worker_uses(tmp_path, radiologist, settings):
+def test_train_writes_model_folder_the_worker_uses(tmp_path, classify_now, settings):
     data = _kaggle_subset(tmp_path / "kaggle")
     out = tmp_path / "models" / "xray-tiny-trained"
     train.main(
@@ -91,12 +88,7 @@ def test_train_writes_model_folder_the_worker_uses(tmp_path, radiologist, settin
 
     settings.XNET_MODEL_DIR = out.parent
     assert model_for("xray", out.parent) == spec
-    patient = PatientFactory(department=radiologist.department, created_by=radiologist)
-    case = CaseFactory(patient=patient, created_by=radiologist)
-    upload = SimpleUploadedFile("x.jpg", (RESOURCES / "kermany_pneumonia_1.jpg").read_bytes())
-    job = services.image_upload(case=case, file=upload, uploaded_by=radiologist)
-    services.job_run(job_id=job.pk)
-    job.refresh_from_db()
+    job = classify_now((RESOURCES / "kermany_pneumonia_1.jpg").read_bytes())
     assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message
     assert job.model_version == "0.0.1"
     assert len(job.prediction.probabilities) == 4
