@@ -143,3 +143,31 @@ def test_batch_norm_momentum_reaches_nested_backbones(arch):
     config = json.dumps(model.get_config())
     assert config.count('"momentum": 0.9') == changed
     assert '"momentum": 0.99' not in config
+
+
+def test_local_backbone_weights_are_loaded_not_downloaded(tmp_path):
+    # A hospital's ImageNet file stands in here for one saved from a backbone we build: the
+    # backbone must come back with exactly those weights, and the classifier stays new.
+    import keras
+
+    from training.architectures import build_model
+
+    donor = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3))
+    weights_file = tmp_path / "mobilenet_v3_small_notop.weights.h5"
+    donor.save_weights(weights_file)
+
+    model = build_model("mobilenetv3small", n_classes=2, input_size=32, weights_path=weights_file)
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    for loaded, saved in zip(backbone.get_weights(), donor.get_weights(), strict=True):
+        np.testing.assert_array_equal(loaded, saved)
+
+    fresh = build_model("mobilenetv3small", n_classes=2, input_size=32)
+    fresh_backbone = next(layer for layer in fresh.layers if isinstance(layer, keras.Model))
+    assert any(not np.array_equal(a, b) for a, b in zip(fresh_backbone.get_weights(), donor.get_weights(), strict=True))
+
+    other = keras.applications.EfficientNetB0(include_top=False, weights=None, input_shape=(32, 32, 3))
+    other.save_weights(tmp_path / "efficientnetb0_notop.weights.h5")
+    with pytest.raises(ValueError, match="does not hold mobilenetv3small weights without the top"):
+        build_model(
+            "mobilenetv3small", n_classes=2, input_size=32, weights_path=tmp_path / "efficientnetb0_notop.weights.h5"
+        )

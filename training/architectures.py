@@ -65,7 +65,10 @@ def _backbone(name: str, inputs: keras.KerasTensor, weights_path: Path | None) -
     else:
         raise ValueError(f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}")
     if weights_path is not None:
-        base.load_weights(str(weights_path), skip_mismatch=False)
+        try:
+            base.load_weights(str(weights_path), skip_mismatch=False)
+        except ValueError as exc:
+            raise ValueError(f"{weights_path} does not hold {name} weights without the top ({exc})") from exc
     return base(x)
 
 
