@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,18 @@ def classify_now(radiologist):
 
 def media_files(root: Path) -> list[Path]:
     return [p for p in Path(root).rglob("*") if p.is_file()] if Path(root).exists() else []
+
+
+def kaggle_subset(root: Path, per_class: int = 3) -> Path:
+    """A Kaggle-layout folder with real labelled X-rays (read from ../shared/data at run time)."""
+    with (SHARED_DATA / "manifest.csv").open() as handle:
+        rows = [r for r in csv.DictReader(handle) if r["modality"] == "xray"]
+    for split in ("train", "val", "test"):
+        for label in ("normal", "pneumonia", "covid", "tuberculosis"):
+            picked = [r for r in rows if r["split"] == split and r["label"] == label][:per_class]
+            target = root / split / label.upper()
+            target.mkdir(parents=True)
+            for row in picked:
+                shutil.copy(SHARED_DATA / row["path"], target / Path(row["path"]).name)
+        (root / split / "EMPTY_CLASS").mkdir()
+    return root

@@ -22,9 +22,8 @@ from diagnosis import services
 from diagnosis.models import InferenceJob, Modality, Prediction
 from ml import gate
 from ml.registry import ModelSpec
-from tests.conftest import RESOURCES
+from tests.conftest import RESOURCES, kaggle_subset
 from tests.factories import CaseFactory, PatientFactory
-from tests.test_training_pipeline import _kaggle_subset
 from training import gate as gate_cli
 
 pytestmark = pytest.mark.django_db
@@ -272,7 +271,7 @@ def test_accepted_job_records_the_gate_scores(radiologist, xray_case, installed_
 @pytest.fixture(scope="module")
 def calibrated_dir(tmp_path_factory, model_dir) -> Path:
     root = tmp_path_factory.mktemp("calibrated")
-    data = _kaggle_subset(root / "kaggle", per_class=2)
+    data = kaggle_subset(root / "kaggle", per_class=2)
     folder = shutil.copytree(model_dir / "xray-tiny", root / "models" / "xray-tiny")
     (folder / "CARD.md").write_text("# Model card: xray-tiny 1.0.0\n\n## Limitations\n- tests only\n")
     gate_cli.main(["xray", "--model", str(folder), "--data", str(data), "--nonchest-per-kind", "2"])

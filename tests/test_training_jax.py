@@ -11,13 +11,12 @@ from django.conf import settings as django_settings
 
 from diagnosis.models import InferenceJob
 from ml.registry import model_for
-from tests.conftest import RESOURCES
-from tests.test_training_pipeline import _kaggle_subset
+from tests.conftest import RESOURCES, kaggle_subset
 
 
 @pytest.mark.django_db
 def test_a_model_trained_on_jax_serves_in_the_tensorflow_worker(tmp_path, classify_now, settings):
-    data = _kaggle_subset(tmp_path / "kaggle", per_class=2)
+    data = kaggle_subset(tmp_path / "kaggle", per_class=2)
     out = tmp_path / "models" / "xray-jax"
     command = [sys.executable, "-m", "training.train", "xray", "--data", str(data), "--arch", "compact",
                "--size", "32", "--epochs", "1", "--batch-size", "4", "--bootstrap", "10", "--no-baselines",

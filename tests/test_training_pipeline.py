@@ -1,11 +1,9 @@
 """Training runs end to end on a tiny real subset and writes a model folder the worker uses."""
 
-import csv
 import json
 import logging
 import shutil
 import zipfile
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -13,28 +11,13 @@ import pytest
 
 from diagnosis.models import InferenceJob
 from ml.registry import ModelSpec, model_for
-from tests.conftest import RESOURCES, SHARED_DATA
+from tests.conftest import RESOURCES, SHARED_DATA, kaggle_subset
 from training import evaluate, train
 from training.data import discover
 
 
-def _kaggle_subset(root: Path, per_class: int = 3) -> Path:
-    """A Kaggle-layout folder with real labelled X-rays (read from ../shared/data at run time)."""
-    with (SHARED_DATA / "manifest.csv").open() as handle:
-        rows = [r for r in csv.DictReader(handle) if r["modality"] == "xray"]
-    for split in ("train", "val", "test"):
-        for label in ("normal", "pneumonia", "covid", "tuberculosis"):
-            picked = [r for r in rows if r["split"] == split and r["label"] == label][:per_class]
-            target = root / split / label.upper()
-            target.mkdir(parents=True)
-            for row in picked:
-                shutil.copy(SHARED_DATA / row["path"], target / Path(row["path"]).name)
-        (root / split / "EMPTY_CLASS").mkdir()
-    return root
-
-
 def test_folder_layout_classes_come_from_data(tmp_path, caplog):
-    root = _kaggle_subset(tmp_path / "kaggle", per_class=1)
+    root = kaggle_subset(tmp_path / "kaggle", per_class=1)
     with caplog.at_level(logging.WARNING):
         dataset = discover(root, "xray")
     assert dataset.classes == ["normal", "pneumonia", "covid", "tuberculosis"]
@@ -53,7 +36,7 @@ def test_manifest_discovery_reads_ct():
 
 @pytest.mark.django_db
 def test_train_writes_model_folder_the_worker_uses(tmp_path, classify_now, settings):
-    data = _kaggle_subset(tmp_path / "kaggle")
+    data = kaggle_subset(tmp_path / "kaggle")
     out = tmp_path / "models" / "xray-tiny-trained"
     train.main(
         ["xray", "--data", str(data), "--arch", "compact", "--size", "32", "--epochs", "1",
