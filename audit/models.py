@@ -44,6 +44,18 @@ class AuditEvent(models.Model):
         USER_REACTIVATE = "user_reactivate", "Reactivated a user"
         USER_ROLE_CHANGE = "user_role_change", "Changed a user's role"
         API_TOKEN_USE = "api_token_use", "Used an API token"
+        # Accounts and authentication (accounts app).
+        LOCKED_OUT = "locked_out", "Locked out after failed logins"
+        USER_UNLOCK = "user_unlock", "Unlocked a user's login"
+        USER_UPDATE = "user_update", "Changed a user's name or e-mail"
+        PASSWORD_RESET = "password_reset", "Reset a user's password"
+        OTP_ENROL = "otp_enrol", "Set up two-factor authentication"
+        OTP_FAILED = "otp_failed", "Failed two-factor code"
+        OTP_RECOVERY_CODES = "otp_recovery_codes", "Made new recovery codes"
+        OTP_RESET = "otp_reset", "Removed two-factor authentication"
+        DEPARTMENT_SETTINGS = "department_settings", "Changed department settings"
+        API_TOKEN_CREATE = "api_token_create", "Created an API token"
+        API_TOKEN_REVOKE = "api_token_revoke", "Revoked an API token"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
