@@ -175,6 +175,10 @@ class InferenceJob(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Who runs the current attempt: "<celery hostname> <pid>" of the worker child that claimed it.
+    # Lets a redelivered message or the sweeper tell a dead claimer from a live one in seconds
+    # instead of waiting for the stale window (services.job_claim, services.jobs_sweep).
+    worker = models.CharField(max_length=255, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
