@@ -56,6 +56,15 @@ class AuditEvent(models.Model):
         DEPARTMENT_SETTINGS = "department_settings", "Changed department settings"
         API_TOKEN_CREATE = "api_token_create", "Created an API token"
         API_TOKEN_REVOKE = "api_token_revoke", "Revoked an API token"
+        # Patient data written and read, and the Django admin (audit app).
+        PATIENT_CREATE = "patient_create", "Registered a patient"
+        CASE_CREATE = "case_create", "Created a case"
+        PATIENT_LIST = "patient_list", "Listed or searched patients"
+        CASE_LIST = "case_list", "Listed or searched cases"
+        RESULT_VIEW = "result_view", "Viewed an AI result"
+        ADMIN_ADD = "admin_add", "Added in the Django admin"
+        ADMIN_CHANGE = "admin_change", "Changed in the Django admin"
+        ADMIN_DELETE = "admin_delete", "Deleted in the Django admin"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(

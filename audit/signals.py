@@ -1,14 +1,17 @@
 """Logins, logouts and failed logins, from Django's auth signals (pages, the Django admin and
-anything else that calls django.contrib.auth.login/authenticate)."""
+anything else that calls django.contrib.auth.login/authenticate); patients and cases created,
+from their rows being saved (pages, API, DICOM intake, the Django admin and the shell alike)."""
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_record, current_request
+from diagnosis.models import Case, Patient
 
 
 @receiver(user_logged_in, dispatch_uid="audit_login")
@@ -37,4 +40,39 @@ def _login_failed(sender, credentials, request=None, **kwargs) -> None:
         object_id=known["pk"] if known else "",
         detail={"known_user": known is not None},
         request=request,
+    )
+
+
+def _creator(instance: Patient | Case):
+    """Whoever is signed in on the request being served, else the row's creator (a command)."""
+    request = current_request.get()
+    user = getattr(request, "user", None) if request is not None else None
+    return user if user is not None and user.is_authenticated else instance.created_by
+
+
+@receiver(post_save, sender=Patient, dispatch_uid="audit_patient_create")
+def _patient_created(sender, instance: Patient, created: bool, raw: bool = False, **kwargs) -> None:
+    """In the creating transaction: a patient whose case then fails to save leaves no event."""
+    if not created or raw:
+        return
+    audit_record(
+        action=AuditEvent.Action.PATIENT_CREATE,
+        actor=_creator(instance),
+        department_id=instance.department_id,
+        object_type="patient",
+        object_id=instance.pk,
+    )
+
+
+@receiver(post_save, sender=Case, dispatch_uid="audit_case_create")
+def _case_created(sender, instance: Case, created: bool, raw: bool = False, **kwargs) -> None:
+    if not created or raw:
+        return
+    audit_record(
+        action=AuditEvent.Action.CASE_CREATE,
+        actor=_creator(instance),
+        department_id=instance.patient.department_id,
+        object_type="case",
+        object_id=instance.pk,
+        detail={"patient": instance.patient_id},
     )

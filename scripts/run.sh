@@ -12,6 +12,7 @@
 #     PORT=8080 XNET_MODEL_DIR=/srv/xnet/models ./scripts/run.sh
 # Script-only knobs: PYTHON (interpreter for a new .venv), HOST (127.0.0.1), PORT (8000),
 # XNET_WORKER_CONCURRENCY (1).
+# With DEBUG=false the web server is gunicorn with xnet_site/gunicorn_conf.py, as in production.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,9 @@ CONCURRENCY="${XNET_WORKER_CONCURRENCY:-1}"
 
 ensure_venv requirements.txt
 PY="$ROOT/.venv/bin/python"
+# var/ holds the database, the broker's messages and the uploads: patient data, readable by
+# this user only (Django also stores uploads 0600 in 0700 folders).
+umask 077
 
 echo "==> Database migrations"
 "$PY" manage.py migrate --noinput
@@ -91,7 +95,15 @@ start() {
 }
 
 echo "==> Starting web server, Celery worker and Celery beat"
-start web "$PY" manage.py runserver --noreload "$HOST:$PORT"
+case "${DEBUG,,}" in
+    0 | false | no | off)
+        # Production-like: gunicorn with XNET's settings (access log without query strings,
+        # request line and header limits), as in README's production section.
+        start web "$ROOT/.venv/bin/gunicorn" -c python:xnet_site.gunicorn_conf --workers 2 \
+            --bind "$HOST:$PORT" xnet_site.wsgi
+        ;;
+    *) start web "$PY" manage.py runserver --noreload "$HOST:$PORT" ;;
+esac
 start worker "$ROOT/.venv/bin/celery" -A xnet_site worker -Q xray,ct,maintenance -c "$CONCURRENCY" \
     -n "xnet-local@%h" --without-gossip --without-mingle -l INFO
 start beat "$ROOT/.venv/bin/celery" -A xnet_site beat -l INFO

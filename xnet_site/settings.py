@@ -7,6 +7,7 @@ ALLOWED_HOSTS; see README.md.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -26,32 +27,45 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "audit.admin_apps.AuditedAdminConfig",  # django.contrib.admin, every change audited
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI / Redoc assets served locally, no CDN
+    "csp",  # Content-Security-Policy header (CONTENT_SECURITY_POLICY below)
+    "axes",  # login lockout (see AXES_* below)
+    "django_otp",
+    "django_otp.plugins.otp_totp",  # authenticator apps
+    "django_otp.plugins.otp_static",  # recovery codes
     "accounts",
     "diagnosis",
     "reviews",
     "audit",
+    "health",  # heartbeats and /healthz
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise, so static files keep their long cache; every other response gets these.
+    "xnet_site.security.SecurityHeadersMiddleware",  # Cache-Control: no-store, Permissions-Policy
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before anything reads the body (CSRF's check reads the form): refuses oversized requests.
+    "xnet_site.security.RequestBodyLimitMiddleware",
+    "accounts.middleware.AccountSecurityMiddleware",  # second factor gate, idle session timeout
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "audit.middleware.AuditMiddleware",  # after authentication: records views by URL name
+    "diagnosis.middleware.DiskFullMiddleware",  # a full disk answers 507 with a reason, not a 500
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its page (429)
 ]
 
 ROOT_URLCONF = "xnet_site.urls"
@@ -83,13 +97,46 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "worklist"
 LOGOUT_REDIRECT_URL = "login"
+# axes checks lockouts before the model backend checks the password.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+
+# Login lockout (django-axes), on /accounts/login/ and /admin/login/: XNET_LOGIN_FAILURE_LIMIT
+# wrong passwords lock the account (from anywhere) and, separately, the address (for any account)
+# for XNET_LOGIN_LOCKOUT_MINUTES; a department admin can unlock a user sooner. The address is
+# audit.services.client_ip (X-Forwarded-For only from XNET_TRUSTED_PROXIES): behind an untrusted
+# proxy every user shares one address, so set XNET_TRUSTED_PROXIES or XNET_LOGIN_LOCKOUT_BY_ADDRESS.
+AXES_FAILURE_LIMIT = env_int("XNET_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("XNET_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username"]
+if env_bool("XNET_LOGIN_LOCKOUT_BY_ADDRESS", True):
+    AXES_LOCKOUT_PARAMETERS.append("ip_address")
+AXES_CLIENT_IP_CALLABLE = "audit.services.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # attempts while locked do not extend it
+AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+AXES_VERBOSE = False
+AXES_DISABLE_ACCESS_LOG = True  # logins are in the audit trail already
+
+# Two-factor authentication (django-otp): see accounts/middleware.py for who must use it.
+OTP_TOTP_ISSUER = env_str("XNET_OTP_ISSUER", "XNET")
+
+# Sessions end after XNET_SESSION_IDLE_MINUTES without a request, and when the browser closes.
+SESSION_COOKIE_AGE = env_int("XNET_SESSION_IDLE_MINUTES", 30, minimum=1) * 60
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# API tokens (accounts.models.ApiToken): lifetime of a new token, and its longest allowed.
+XNET_API_TOKEN_DAYS = env_int("XNET_API_TOKEN_DAYS", 90, minimum=1)
+XNET_API_TOKEN_MAX_DAYS = env_int("XNET_API_TOKEN_MAX_DAYS", 365, minimum=1)
+# Wrong API tokens from one address: past this many within the window, 429 until it ends.
+XNET_API_TOKEN_FAILURE_LIMIT = env_int("XNET_API_TOKEN_FAILURE_LIMIT", 50, minimum=1)
+XNET_API_TOKEN_FAILURE_WINDOW = env_int("XNET_API_TOKEN_FAILURE_WINDOW", 900, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -105,7 +152,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # authenticated view that checks department access (diagnosis.views.image_file).
 MEDIA_ROOT = Path(env_str("XNET_MEDIA_ROOT", str(VAR_DIR / "media")))
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # FileSystemStorage that removes what it wrote when a write fails (a full disk left empty files).
+    "default": {"BACKEND": "diagnosis.storage.CleanFileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
@@ -115,6 +163,19 @@ XNET_MAX_IMAGE_PIXELS = env_int("XNET_MAX_IMAGE_PIXELS", 60_000_000, minimum=1)
 XNET_MIN_IMAGE_SIDE = env_int("XNET_MIN_IMAGE_SIDE", 64, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Request bodies (xnet_site.security.RequestBodyLimitMiddleware): a Content-Length above
+# DATA_UPLOAD_MAX_MEMORY_SIZE is refused with a 413 before a byte of the body is read, except on
+# the upload addresses, which take up to XNET_MAX_UPLOAD_REQUEST_BYTES (several images in one
+# form) from a signed-in user on the pages, or from an API client (the API refuses a request
+# without credentials before reading its body). The proxy in front refuses the same (README).
+XNET_MAX_UPLOAD_REQUEST_BYTES = env_int("XNET_MAX_UPLOAD_REQUEST_BYTES", 4 * XNET_MAX_UPLOAD_BYTES, minimum=1)
+if XNET_MAX_UPLOAD_REQUEST_BYTES < XNET_MAX_UPLOAD_BYTES:
+    raise ImproperlyConfigured("XNET_MAX_UPLOAD_REQUEST_BYTES must be at least XNET_MAX_UPLOAD_BYTES")
+# Stored files are patient data: readable by the service account only (Django's default is 0644
+# files in 0755 folders). Uploads, DICOM renderings and the worker's heatmaps all go through the
+# default storage, which applies these.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
 # Triage: an unsigned case whose first image arrived more than this many minutes ago goes to the
 # top of the worklist whatever its AI score, so no study waits unread behind urgent ones.
@@ -124,19 +185,36 @@ XNET_TRIAGE_MAX_WAIT_MINUTES = env_int("XNET_TRIAGE_MAX_WAIT_MINUTES", 240, mini
 XNET_MODEL_DIR = Path(env_str("XNET_MODEL_DIR", str(BASE_DIR / "ml" / "models")))
 
 # Inference jobs. The hard limit kills a stuck task; the soft limit (0.9 x hard) lets it record
-# the failure first. A job still running after XNET_JOB_STALE_AFTER seconds belongs to a dead
-# worker (the hard limit would have ended a live one), so the sweeper re-queues it.
-XNET_JOB_TIME_LIMIT = env_int("XNET_JOB_TIME_LIMIT", 300, minimum=5)
+# the failure first. 120 s is four times the slowest job measured here: a fresh child's first
+# batch on a loaded 2-core machine (TensorFlow import 15-17 s, model load, a batch of 16 at
+# about 80 ms an image). A job still running after XNET_JOB_STALE_AFTER seconds belongs to a
+# dead worker whatever the heartbeats say, so the sweeper re-queues it.
+XNET_JOB_TIME_LIMIT = env_int("XNET_JOB_TIME_LIMIT", 120, minimum=5)
 XNET_JOB_SOFT_TIME_LIMIT = int(XNET_JOB_TIME_LIMIT * 0.9)
-XNET_JOB_STALE_AFTER = env_int("XNET_JOB_STALE_AFTER", XNET_JOB_TIME_LIMIT + 60, minimum=1)
+XNET_JOB_STALE_AFTER = env_int("XNET_JOB_STALE_AFTER", XNET_JOB_TIME_LIMIT + 30, minimum=1)
 if XNET_JOB_STALE_AFTER <= XNET_JOB_TIME_LIMIT:
     raise ImproperlyConfigured("XNET_JOB_STALE_AFTER must be above XNET_JOB_TIME_LIMIT")
 # A pending job is published again when it was never published (broker down at upload) for
-# XNET_JOB_UNQUEUED_GRACE seconds, or was published XNET_JOB_REQUEUE_PENDING_AFTER seconds ago.
+# XNET_JOB_UNQUEUED_GRACE seconds, or was published XNET_JOB_REQUEUE_PENDING_AFTER seconds ago
+# (the message may be lost; a duplicate costs one no-op claim).
 XNET_JOB_UNQUEUED_GRACE = env_int("XNET_JOB_UNQUEUED_GRACE", 10, minimum=1)
-XNET_JOB_REQUEUE_PENDING_AFTER = env_int("XNET_JOB_REQUEUE_PENDING_AFTER", 600, minimum=1)
+XNET_JOB_REQUEUE_PENDING_AFTER = env_int("XNET_JOB_REQUEUE_PENDING_AFTER", 60, minimum=1)
 XNET_JOB_MAX_ATTEMPTS = env_int("XNET_JOB_MAX_ATTEMPTS", 3, minimum=1)
-XNET_SWEEP_INTERVAL = env_int("XNET_SWEEP_INTERVAL", 30, minimum=1)
+# Beat sends the sweeper every XNET_SWEEP_INTERVAL seconds; every worker also sweeps on start
+# and with each heartbeat, so recovery does not depend on beat.
+XNET_SWEEP_INTERVAL = env_int("XNET_SWEEP_INTERVAL", 10, minimum=1)
+# Heartbeats (health app): a worker beats every XNET_HEARTBEAT_INTERVAL seconds; one silent for
+# XNET_WORKER_LOST_AFTER seconds is dead and its running jobs are re-queued; beat silent for
+# XNET_BEAT_SILENT_AFTER seconds is reported on /healthz and the dashboard.
+XNET_HEARTBEAT_INTERVAL = env_int("XNET_HEARTBEAT_INTERVAL", 10, minimum=1)
+XNET_WORKER_LOST_AFTER = env_int("XNET_WORKER_LOST_AFTER", 3 * XNET_HEARTBEAT_INTERVAL, minimum=1)
+if XNET_WORKER_LOST_AFTER <= XNET_HEARTBEAT_INTERVAL:
+    raise ImproperlyConfigured("XNET_WORKER_LOST_AFTER must be above XNET_HEARTBEAT_INTERVAL")
+XNET_BEAT_SILENT_AFTER = env_int("XNET_BEAT_SILENT_AFTER", 3 * XNET_SWEEP_INTERVAL, minimum=1)
+# /healthz fails below this much free space where uploads are stored, and gives the broker this
+# many seconds to answer.
+XNET_MIN_FREE_DISK_MB = env_int("XNET_MIN_FREE_DISK_MB", 1024, minimum=0)
+XNET_HEALTH_BROKER_TIMEOUT = env_int("XNET_HEALTH_BROKER_TIMEOUT", 3, minimum=1)
 # Worker batching: a worker takes up to XNET_BATCH_MAX_SIZE pending jobs of one modality into a
 # single model call, waiting at most XNET_BATCH_WAIT_MS for more when it has only one.
 XNET_BATCH_MAX_SIZE = env_int("XNET_BATCH_MAX_SIZE", 16, minimum=1)
@@ -199,6 +277,28 @@ ADMINS = [("XNET admins", a) for a in env_list("XNET_ADMIN_EMAILS", [])]
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+# Content-Security-Policy (django-csp): scripts, styles, images and requests only from this
+# server, no inline script. Inline style attributes are allowed: the probability bars and the
+# heatmap's opacity are set per element (style-src-attr), and no script can be injected by them.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],  # data: for Swagger UI's icons
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# Permissions-Policy (xnet_site.security): no page needs a camera, a microphone or a location.
+XNET_PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), "
+    "payment=(), usb=()"
+)
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -214,16 +314,16 @@ if not DEBUG:
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "audit.authentication.AuditedTokenAuthentication",  # TokenAuthentication + api_token_use events
+        "audit.authentication.AuditedTokenAuthentication",  # hashed, expiring accounts.ApiToken + audit
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["diagnosis.api.permissions.IsDepartmentMember"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "diagnosis.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "diagnosis.api.errors.exception_handler",
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "diagnosis.api.parsers.JSONParser",  # DRF's, with too deep nesting a 400, not a 500
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],

@@ -1,14 +1,28 @@
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from diagnosis.api import errors as api_errors
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("api/v1/", include("diagnosis.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves Swagger UI's start-up script as a file: no inline script, so the
+    # Content-Security-Policy needs no exception for it.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # Any other address under /api/ is a JSON 404 for every method, not a page's HTML.
+    re_path(r"^api/", api_errors.not_found),
     path("audit/", include("audit.urls")),
+    path("", include("health.urls")),  # /healthz
     path("", include("reviews.urls")),
     path("", include("diagnosis.urls")),
 ]
+
+# Errors raised outside a DRF view (middleware, URL resolution, unhandled exceptions) answer in
+# the API's JSON error shape under /api/ and with the HTML templates elsewhere.
+handler400 = "diagnosis.api.errors.bad_request"
+handler403 = "diagnosis.api.errors.permission_denied"
+handler404 = "diagnosis.api.errors.page_not_found"
+handler500 = "diagnosis.api.errors.server_error"
