@@ -6,26 +6,33 @@ that call these. TensorFlow is reached only through `ml.inference`, imported laz
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import re
+import socket
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
 from typing import BinaryIO
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from PIL import Image as PILImage
 
 from accounts.models import User
 from diagnosis import selectors
+from diagnosis.dicom import DicomPatient
 from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
+from diagnosis.signals import image_withdrawn
 from diagnosis.uploads import InspectedImage, inspect_upload
 from ml.registry import ModelSpecError, model_for
 
@@ -33,6 +40,30 @@ logger = logging.getLogger(__name__)
 
 MODALITY_SHORT = {Modality.XRAY: "X-ray", Modality.CT: "CT"}
 MODALITY_WITH_ARTICLE = {Modality.XRAY: "an X-ray", Modality.CT: "a CT"}
+MAX_WITHDRAWAL_REASON = 2000
+
+
+class CaseConflict(Exception):
+    """The case's state forbids the write (it is signed): a 409, not bad input."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def _is_signed(case_id: int) -> bool:
+    # The report lives in the reviews app, which builds on this one: ask by relation name.
+    return Case.objects.filter(pk=case_id, report__isnull=False).exists()
+
+
+def _refuse_if_signed(case: Case, *, doing: str) -> None:
+    if _is_signed(case.pk):
+        raise CaseConflict(
+            f"Case {case.pk} is signed: its images and results are frozen with the report, so {doing}. "
+            "Start a new case for this patient instead (corrections to the report are addenda).",
+            code="case_signed",
+        )
 
 
 # Patients and cases ----------------------------------------------------------------------
@@ -124,7 +155,8 @@ def images_upload(
 ) -> list[InferenceJob]:
     """Store images and queue one inference job each: all of them, or nothing.
 
-    Every file is inspected before anything is written. Jobs are queued after commit, so a
+    A signed case takes no new image (CaseConflict, code case_signed): what was signed stays
+    what the record shows. Every file is inspected before anything is written. Jobs are queued after commit, so a
     worker never looks for a row that does not exist yet; if the broker is down the jobs stay
     pending and the sweeper queues them later. A DICOM is stored as uploaded (private) beside
     the PNG rendered from it; `frame` (1-based) picks the frame of a multi-frame DICOM, and
@@ -134,6 +166,7 @@ def images_upload(
         raise ValidationError("Choose at least one image to upload.", code="required")
     if case.patient.department_id != uploaded_by.department_id:
         raise ValidationError("Unknown case.", code="unknown_case")
+    _refuse_if_signed(case, doing="no image can be added")
     inspected = _inspect_all(files, frame=frame)
     return _store_images(
         case=case, files=files, inspected=inspected, uploaded_by=uploaded_by, confirm_modality=confirm_modality
@@ -157,6 +190,11 @@ def _store_images(
     jobs: list[InferenceJob] = []
     try:
         with transaction.atomic():
+            # The case row lock orders this upload against a signature (report_sign takes the
+            # same lock): either the images are in before the report is written, or they are
+            # refused. It also numbers the images without two uploads taking one position.
+            Case.objects.select_for_update().filter(pk=case.pk).first()
+            _refuse_if_signed(case, doing="no image can be added")
             for upload, info, modality in zip(files, inspected, modalities, strict=True):
                 image = Image(
                     case=case,
@@ -203,6 +241,44 @@ def image_open(*, image: Image) -> BinaryIO:
     return (image.rendered or image.file).open("rb")
 
 
+def _name_words(name: str) -> set[str]:
+    return {word for word in re.split(r"[^\w]+", name.casefold()) if word}
+
+
+def _check_same_person(patient: Patient, person: DicomPatient) -> None:
+    """Refuse filing a DICOM under a registered patient whose record number matches but whose
+    name, birth date or sex disagree: a reused or mistyped PatientID must not merge two people.
+
+    Only what both sides know is compared. Names match when one's words contain the other's,
+    in any order and case ("Doe^Jane^Anne" is "Jane Doe" with her middle name).
+    """
+    differences = []
+    dicom_words, our_words = _name_words(person.name), _name_words(patient.name)
+    if dicom_words and our_words and not (dicom_words <= our_words or our_words <= dicom_words):
+        differences.append("name")
+    if person.birth_date and patient.birth_date and person.birth_date != patient.birth_date:
+        differences.append("birth date")
+    known = {Patient.Sex.FEMALE, Patient.Sex.MALE}
+    if person.sex in known and patient.sex in known and person.sex != patient.sex:
+        differences.append("sex")
+    if not differences:
+        return
+
+    def identity(name: str, birth_date: date | None, sex: str) -> str:
+        born = birth_date.isoformat() if birth_date else "birth date unknown"
+        return f"{name or 'no name'}, born {born}, sex {Patient.Sex(sex).label.lower()}"
+
+    ours = identity(patient.name, patient.birth_date, patient.sex)
+    theirs = identity(person.name, person.birth_date, person.sex)
+    raise ValidationError(
+        f"Record number {patient.mrn} is registered in your department as {ours}, "
+        f"but this DICOM (patient ID {person.patient_id}) names {theirs}: "
+        f"the {' and '.join(differences)} disagree. Nothing was stored. Check the patient's identity; if the "
+        "DICOM is right, correct the PatientID at the modality or PACS, or choose the patient by record number.",
+        code="patient_identity_mismatch",
+    )
+
+
 def _patient_from_dicom(*, created_by: User, files: list[UploadedFile], inspected: list[InspectedImage]) -> Patient:
     """The patient the DICOM files name (PatientID = record number) in the uploader's department,
     registered from the DICOM's name, birth date and sex when there is none yet."""
@@ -230,6 +306,7 @@ def _patient_from_dicom(*, created_by: User, files: list[UploadedFile], inspecte
     person = next(iter(people))
     existing = selectors.patient_list_for_user(user=created_by).filter(mrn=person.patient_id).first()
     if existing is not None:
+        _check_same_person(existing, person)
         return existing
     if not person.name:
         raise ValidationError(
@@ -278,7 +355,132 @@ def case_from_dicom(
         )
 
 
+def image_can_withdraw(*, image: Image, user: User) -> bool:
+    """Who may withdraw an image: the person who uploaded it, or an admin of its department."""
+    if not user.is_active or user.department_id is None or user.department_id != image.case.patient.department_id:
+        return False
+    return user.pk == image.uploaded_by_id or user.is_department_admin
+
+
+def image_withdraw(*, image: Image, withdrawn_by: User, reason: str) -> Image:
+    """Withdraw a mistaken upload of an unsigned case, with a written reason.
+
+    Nothing is deleted: the row and the file stay (retention rules decide about the file); the
+    image leaves pages, the worklist, the API and reports, its pending job is dropped, and the
+    audit trail records who, when and why (the image_withdrawn signal, in this transaction).
+    Refusals: PermissionDenied (neither the uploader nor a department admin), ValidationError
+    (no reason), CaseConflict (the case is signed, or the image was withdrawn already).
+    """
+    if not image_can_withdraw(image=image, user=withdrawn_by):
+        raise PermissionDenied("Only the person who uploaded this image or a department admin can withdraw it.")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why the image is withdrawn (it goes into the audit trail)."})
+    if len(reason) > MAX_WITHDRAWAL_REASON:
+        raise ValidationError(
+            {"reason": f"Keep the reason under {MAX_WITHDRAWAL_REASON} characters (it has {len(reason)})."}
+        )
+    with transaction.atomic():
+        # The same lock as uploads and signing: a withdrawal and a signature cannot cross.
+        case = Case.objects.select_for_update().get(pk=image.case_id)
+        _refuse_if_signed(case, doing="its images cannot be withdrawn")
+        image = Image.objects.select_for_update().select_related("case__patient").get(pk=image.pk)
+        if image.is_withdrawn:
+            raise CaseConflict(f"Image {image.position} of case {case.pk} is withdrawn already.", code="withdrawn")
+        image.withdrawn_at = timezone.now()
+        image.withdrawn_by = withdrawn_by
+        image.withdrawal_reason = reason
+        image.save(update_fields=["withdrawn_at", "withdrawn_by", "withdrawal_reason"])
+        # A job still waiting would classify a picture nobody sees; one already running finishes
+        # and its result stays hidden with the image.
+        InferenceJob.objects.filter(image=image, status=InferenceJob.Status.PENDING).update(
+            status=InferenceJob.Status.FAILED,
+            error_message="The image was withdrawn before it was classified.",
+            finished_at=image.withdrawn_at,
+        )
+        image_withdrawn.send(sender=Image, image=image, user=withdrawn_by, reason=reason)
+    return image
+
+
 # Inference jobs --------------------------------------------------------------------------
+
+# What a user reads when the disk is full; paths and errno stay in the server log.
+DISK_FULL_MESSAGE = (
+    "The server's disk is full, so the result could not be stored. An administrator must free space; "
+    "a department admin can then re-run this job."
+)
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class JobNotReleased(Exception):
+    """A database error interrupted a batch and some of its jobs could not be given back.
+
+    `held` lists their (job id, attempt) pairs: the task retries holding them, and the retry
+    resumes exactly those attempts instead of leaving them "running" until the sweeper's window.
+    """
+
+    def __init__(self, held: list[tuple[int, int]]) -> None:
+        super().__init__(f"jobs still running after a database error: {held}")
+        self.held = held
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def this_worker(hostname: str = "") -> str:
+    """The claimer recorded on a job: "<celery hostname> <pid>" (the host's name outside Celery)."""
+    return f"{hostname or socket.gethostname()} {os.getpid()}"
+
+
+def _split_worker(worker: str) -> tuple[str, int | None]:
+    host, _, pid = worker.rpartition(" ")
+    return (host, int(pid)) if pid.isdigit() else (worker, None)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claimer_dead(job: InferenceJob, *, worker: str) -> bool:
+    """True when the job's claimer was a process of this same worker host that no longer exists:
+    a pool child that crashed or was killed (its message comes back at once, through
+    task_reject_on_worker_lost, while the job still says "running")."""
+    host, pid = _split_worker(job.worker)
+    my_host, my_pid = _split_worker(worker)
+    return bool(job.worker) and host == my_host and pid is not None and pid != my_pid and not _pid_alive(pid)
+
+
+def _gave_up_message(attempts: int) -> str:
+    return (
+        f"Gave up after {attempts} attempts; each was interrupted before it finished (the worker running it "
+        "stopped or was restarted)."
+    )
+
+
+def _requeue_orphans(jobs: Iterable[InferenceJob]) -> tuple[list[int], int]:
+    """Running jobs whose claimer is gone (inside a transaction, rows locked): back to pending, or
+    failed when out of attempts. Returns (re-queued ids, failed count)."""
+    requeue: list[int] = []
+    failed = 0
+    for job in jobs:
+        if job.attempt >= settings.XNET_JOB_MAX_ATTEMPTS:
+            _fail(job, _gave_up_message(job.attempt))
+            failed += 1
+            continue
+        job.status = InferenceJob.Status.PENDING
+        job.started_at = None
+        job.queued_at = None
+        job.worker = ""
+        job.save(update_fields=["status", "started_at", "queued_at", "worker"])
+        requeue.append(job.pk)
+    return requeue, failed
 
 
 def job_enqueue(*, job_id: int) -> bool:
@@ -302,25 +504,45 @@ def job_enqueue(*, job_id: int) -> bool:
     return True
 
 
-def job_claim(*, job_id: int) -> InferenceJob | None:
+def _start(job: InferenceJob, *, worker: str, now: datetime) -> None:
+    job.status = InferenceJob.Status.RUNNING
+    job.attempt += 1
+    job.started_at = now
+    job.finished_at = None
+    job.error_message = ""
+    job.worker = worker
+    job.save(update_fields=["status", "attempt", "started_at", "finished_at", "error_message", "worker"])
+
+
+def job_claim(*, job_id: int, worker: str = "", held_attempt: int | None = None) -> InferenceJob | None:
     """Mark a pending job running and return it; None when there is nothing to do.
 
     The row lock plus the status check make redelivery safe: a second delivery of the same
-    message finds the job running or finished and returns.
+    message finds the job running or finished and returns. Two exceptions: a job still running
+    `held_attempt` (this task's own attempt, kept through a database outage) is resumed, and a
+    job whose claimer on this host has died is taken over at once, with its batch.
     """
+    worker = worker or this_worker()
     with transaction.atomic():
         job = InferenceJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status != InferenceJob.Status.PENDING:
+        if job is None:
+            return None
+        if job.status == InferenceJob.Status.RUNNING and held_attempt is not None and job.attempt == held_attempt:
+            InferenceJob.objects.filter(pk=job.pk).update(worker=worker)
+            return InferenceJob.objects.select_related("image__case").get(pk=job.pk)
+        if job.status == InferenceJob.Status.RUNNING and _claimer_dead(job, worker=worker):
+            logger.warning("Job %s: its claimer %s is gone; taking it over with its batch", job.pk, job.worker)
+            orphans = InferenceJob.objects.select_for_update().filter(
+                status=InferenceJob.Status.RUNNING, worker=job.worker
+            )
+            _requeue_orphans(orphans)
+            job.refresh_from_db()
+        if job.status != InferenceJob.Status.PENDING:
             return None
         if job.attempt >= settings.XNET_JOB_MAX_ATTEMPTS:
-            _fail(job, f"Gave up after {job.attempt} attempts; the worker stopped each time.")
+            _fail(job, _gave_up_message(job.attempt))
             return None
-        job.status = InferenceJob.Status.RUNNING
-        job.attempt += 1
-        job.started_at = timezone.now()
-        job.finished_at = None
-        job.error_message = ""
-        job.save(update_fields=["status", "attempt", "started_at", "finished_at", "error_message"])
+        _start(job, worker=worker, now=timezone.now())
     return InferenceJob.objects.select_related("image__case").get(pk=job.pk)
 
 
@@ -349,14 +571,39 @@ def job_fail(*, job_id: int, attempt: int, message: str) -> bool:
     return True
 
 
-def job_release(*, job_id: int, attempt: int) -> None:
-    """Give a claimed job back (before a retry), so the retried task can claim it again."""
+def job_release(*, job_id: int, attempt: int, refund: bool = False) -> None:
+    """Give a claimed job back (before a retry), so the retried task can claim it again.
+
+    `refund`: the attempt does not count, because the job was only interrupted by another job
+    of its batch (a time limit), not by anything of its own.
+    """
     with transaction.atomic():
         job = _locked_running(job_id, attempt)
         if job is not None:
             job.status = InferenceJob.Status.PENDING
             job.started_at = None
-            job.save(update_fields=["status", "started_at"])
+            job.worker = ""
+            if refund:
+                job.attempt -= 1
+            job.save(update_fields=["status", "started_at", "worker", "attempt"])
+
+
+def _release_retrying(job: InferenceJob) -> bool:
+    """job_release through a short database outage: retried with backoff (about 15 s in all).
+
+    Without it a job whose release failed stayed "running" until the sweeper's stale window.
+    """
+    delay = 0.5
+    for _ in range(6):
+        try:
+            job_release(job_id=job.pk, attempt=job.attempt)
+            return True
+        except (OperationalError, InterfaceError):
+            connection.close()  # the next try opens a fresh connection
+            time.sleep(delay)
+            delay *= 2
+    logger.error("Job %s attempt %s could not be released; the task retry will resume it", job.pk, job.attempt)
+    return False
 
 
 def job_succeed(
@@ -415,7 +662,7 @@ def job_reject(*, job_id: int, attempt: int, code: str, reason: str, gate_scores
     return True
 
 
-def _claim_more(*, first: InferenceJob, limit: int) -> list[InferenceJob]:
+def _claim_more(*, first: InferenceJob, limit: int, worker: str) -> list[InferenceJob]:
     """Claim up to `limit` other pending jobs of the same modality, oldest first.
 
     skip_locked: jobs another worker is claiming right now are left to it. Their own queue
@@ -436,58 +683,115 @@ def _claim_more(*, first: InferenceJob, limit: int) -> list[InferenceJob]:
             .order_by("created_at", "id")[:limit]
         )
         for job in jobs:
-            job.status = InferenceJob.Status.RUNNING
-            job.attempt += 1
-            job.started_at = now
-            job.finished_at = None
-            job.error_message = ""
-            job.save(update_fields=["status", "attempt", "started_at", "finished_at", "error_message"])
+            _start(job, worker=worker, now=now)
     return list(InferenceJob.objects.select_related("image__case").filter(pk__in=[job.pk for job in jobs]))
 
 
-def job_claim_batch(*, job_id: int) -> list[InferenceJob]:
+def _resume_held(*, held: list[tuple[int, int]], worker: str, exclude: int) -> list[InferenceJob]:
+    """The jobs a retried task still holds (its attempts survived a database outage)."""
+    resumed = []
+    for job_id, attempt in held:
+        if job_id != exclude:
+            job = job_claim(job_id=job_id, worker=worker, held_attempt=attempt)
+            if job is not None and job.attempt == attempt:
+                resumed.append(job)
+    return resumed
+
+
+def job_claim_batch(*, job_id: int, worker: str = "", held: list[tuple[int, int]] = ()) -> list[InferenceJob]:
     """The task's job, claimed, plus other pending jobs of its modality for one model call.
 
     Predicting several images in one call is much cheaper per image than one call each. The
     batch is bounded in size (XNET_BATCH_MAX_SIZE) and in how long a lone job waits for company
     (XNET_BATCH_WAIT_MS; 0, the default, batches only what is already waiting).
     """
-    first = job_claim(job_id=job_id)
+    worker = worker or this_worker()
+    held_attempt = dict(held).get(job_id)
+    first = job_claim(job_id=job_id, worker=worker, held_attempt=held_attempt)
     if first is None:
         return []
-    batch = [first, *_claim_more(first=first, limit=settings.XNET_BATCH_MAX_SIZE - 1)]
+    batch = [first, *_resume_held(held=list(held), worker=worker, exclude=first.pk)]
+    batch += _claim_more(first=first, limit=settings.XNET_BATCH_MAX_SIZE - len(batch), worker=worker)
     if len(batch) < settings.XNET_BATCH_MAX_SIZE and settings.XNET_BATCH_WAIT_MS > 0:
         time.sleep(settings.XNET_BATCH_WAIT_MS / 1000)
-        batch += _claim_more(first=first, limit=settings.XNET_BATCH_MAX_SIZE - len(batch))
+        batch += _claim_more(first=first, limit=settings.XNET_BATCH_MAX_SIZE - len(batch), worker=worker)
     return batch
 
 
-def job_run(*, job_id: int) -> None:
-    """Claim a job (and a batch of others waiting), classify outside any transaction, store results."""
-    batch = job_claim_batch(job_id=job_id)
+def job_run(*, job_id: int, worker: str = "", held: list[tuple[int, int]] = ()) -> None:
+    """Claim a job (and a batch of others waiting), classify outside any transaction, store results.
+
+    Every error of one image fails that image alone, with its reason (_run_batch). What is left
+    here concerns the whole batch: a database outage gives every job back (retried, so none
+    stays "running"; JobNotReleased names those that could not be), a time limit or a stop
+    gives back the jobs the task's own job held up.
+    """
+    batch = job_claim_batch(job_id=job_id, worker=worker, held=held)
     if not batch:
         return
-    first, others = batch[0], batch[1:]
+    others = batch[1:]
     try:
         _run_batch(batch)
-    except BaseException as exc:
-        # A time limit, a database error or a crash. The task records what happened to its own
-        # job (a retry for a database error, a failure otherwise); the others go back to their
-        # queue untouched rather than wait for the sweeper.
-        if isinstance(exc, (OperationalError, InterfaceError)):
-            job_release(job_id=first.pk, attempt=first.attempt)
+    except (OperationalError, InterfaceError):
+        stuck = [(job.pk, job.attempt) for job in batch if not _release_retrying(job)]
         for job in others:
-            job_release(job_id=job.pk, attempt=job.attempt)
-            job_enqueue(job_id=job.pk)
+            if (job.pk, job.attempt) not in stuck:
+                _enqueue_quietly(job.pk)
+        if stuck:
+            raise JobNotReleased(stuck) from None
         raise
+    except BaseException:
+        # A time limit or a stop: the task records what happened to its own job; the others
+        # go back to their queue without losing an attempt rather than wait for the sweeper.
+        for job in others:
+            job_release(job_id=job.pk, attempt=job.attempt, refund=True)
+            _enqueue_quietly(job.pk)
+        raise
+
+
+def _enqueue_quietly(job_id: int) -> None:
+    try:
+        job_enqueue(job_id=job_id)
+    except (OperationalError, InterfaceError):
+        logger.warning("Job %s is pending but could not be queued now; the sweeper will", job_id)
+
+
+def _reason(exc: BaseException) -> str:
+    """What a user reads about an error: the cause in words, never a server path (that goes to
+    the log with the traceback)."""
+    if is_disk_full(exc):
+        return DISK_FULL_MESSAGE
+    if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+        return (
+            "The stored image file could not be read on the server (missing or not readable); administrators "
+            "can see the log."
+        )
+    return (
+        "The image could not be decoded the way the model reads it: its pixel data or metadata (such as the EXIF "
+        f"orientation) is malformed ({type(exc).__module__}.{type(exc).__name__}). Export it again as PNG or JPEG "
+        "and upload the new file."
+    ).replace("builtins.", "")
+
+
+def _fail_alone(job: InferenceJob, exc: BaseException, message: str | None = None) -> None:
+    """One image's error: that job fails with the reason; the rest of the batch carries on."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        raise exc
+    logger.error("Job %s (image %s) failed", job.pk, job.image_id, exc_info=exc)
+    job_fail(job_id=job.pk, attempt=job.attempt, message=message or _reason(exc))
 
 
 def _run_batch(batch: list[InferenceJob]) -> None:
     modality = batch[0].image.modality
     try:
         spec = model_for(modality, settings.XNET_MODEL_DIR)
-    except ModelSpecError as exc:
-        spec, message = None, f"The installed model cannot be used: {exc}"
+    except ModelSpecError:
+        logger.exception("The installed %s model cannot be used", modality)
+        spec = None
+        message = (
+            f"The installed {MODALITY_SHORT[modality]} model cannot be used (its files are invalid); "
+            "administrators can see the log."
+        )
     else:
         message = f"no model installed for {MODALITY_SHORT[modality]}"
     if spec is None:
@@ -498,12 +802,17 @@ def _run_batch(batch: list[InferenceJob]) -> None:
         model_name=spec.name, model_version=spec.version
     )
 
-    from ml import gate, heatmaps, inference  # Keras loads here, in the worker only.
+    from ml import gate, inference  # Keras loads here, in the worker only.
 
     ready: list[tuple[InferenceJob, object, dict]] = []
     for job in batch:
         try:
-            with image_open(image=job.image) as handle, PILImage.open(handle) as picture:
+            handle = image_open(image=job.image)
+        except Exception as exc:
+            _fail_alone(job, exc)
+            continue
+        try:
+            with handle, PILImage.open(handle) as picture:
                 picture.load()
                 verdict = gate.check_image(spec, picture, dicom=job.image.dicom)
                 if not verdict.accepted:
@@ -516,33 +825,64 @@ def _run_batch(batch: list[InferenceJob]) -> None:
                     )
                     continue
                 ready.append((job, inference.prepare_input(spec, picture), verdict.scores))
-        except (inference.InferenceError, OSError, ValueError) as exc:
-            job_fail(job_id=job.pk, attempt=job.attempt, message=f"The model could not process this image: {exc}")
-    if not ready:
-        return
+        except inference.InferenceError as exc:
+            _fail_alone(job, exc, f"The model could not process this image: {exc}")
+        except Exception as exc:
+            _fail_alone(job, exc)
+    if ready:
+        _classify(spec, ready)
+
+
+def _classify(spec: object, ready: list[tuple[InferenceJob, object, dict]]) -> None:
+    """One model call for the batch. If it fails, each image is tried alone, so an image the
+    model cannot take fails by itself instead of taking the others with it."""
+    from ml import inference
+
     try:
         results = inference.analyse_inputs(spec, [array for _, array, _ in ready])
-    except inference.InferenceError as exc:
-        for job, _, _ in ready:
-            job_fail(job_id=job.pk, attempt=job.attempt, message=f"The model could not process this image: {exc}")
+    except Exception as exc:
+        if len(ready) > 1 and not isinstance(exc, OperationalError | InterfaceError):
+            logger.warning("Batch of %s failed (%r); classifying each image alone", len(ready), exc)
+            for item in ready:
+                _classify(spec, [item])
+            return
+        job = ready[0][0]
+        detail = str(exc) if isinstance(exc, inference.InferenceError) else type(exc).__name__
+        _fail_alone(job, exc, f"The model could not process this image: {detail}")
         return
+    _store_results(spec, ready, results)
+
+
+def _store_results(spec: object, ready: list[tuple[InferenceJob, object, dict]], results: list) -> None:
+    from ml import gate, heatmaps
+
     # The distance check needs the features of the same forward pass that classified the image.
     calibration = gate.OodCalibration.load(spec)
     for (job, _, scores), result in zip(ready, results, strict=True):
-        verdict = gate.check_features(calibration, result.features)
-        scores = {**scores, **verdict.scores}
-        if not verdict.accepted:
-            job_reject(job_id=job.pk, attempt=job.attempt, code=verdict.code, reason=verdict.reason, gate_scores=scores)
-            continue
-        job_succeed(
-            job_id=job.pk,
-            attempt=job.attempt,
-            model_name=spec.name,
-            model_version=spec.version,
-            probabilities=result.probabilities,
-            heatmap_png=heatmaps.heatmap_png(result.heatmap),
-            gate_scores=scores,
-        )
+        try:
+            verdict = gate.check_features(calibration, result.features)
+            scores = {**scores, **verdict.scores}
+            if not verdict.accepted:
+                job_reject(
+                    job_id=job.pk, attempt=job.attempt, code=verdict.code, reason=verdict.reason, gate_scores=scores
+                )
+                continue
+            job_succeed(
+                job_id=job.pk,
+                attempt=job.attempt,
+                model_name=spec.name,
+                model_version=spec.version,
+                probabilities=result.probabilities,
+                heatmap_png=heatmaps.heatmap_png(result.heatmap),
+                gate_scores=scores,
+            )
+        except Exception as exc:
+            message = (
+                None
+                if is_disk_full(exc)
+                else f"The result could not be stored ({type(exc).__name__}); administrators can see the log."
+            )
+            _fail_alone(job, exc, message)
 
 
 def job_abort(*, job_id: int, message: str) -> None:
@@ -552,38 +892,78 @@ def job_abort(*, job_id: int, message: str) -> None:
         job_fail(job_id=job_id, attempt=job.attempt, message=message)
 
 
+def job_retry(*, job_id: int, user: User) -> InferenceJob:
+    """Classify a failed job's image again, as a new job (the failed one stays in the history).
+
+    For department admins of the image's department, and only while the case is unsigned: a
+    signed report's results are frozen. A disk that was full, a model that was missing, a worker
+    that gave up: once the cause is fixed, the image need not be uploaded again.
+    """
+    if not user.is_department_admin:
+        raise PermissionDenied("Only department admins can re-run jobs.")
+    with transaction.atomic():
+        job = selectors.job_list_for_user(user=user).select_for_update(of=("self",)).filter(pk=job_id).first()
+        if job is None:
+            raise InferenceJob.DoesNotExist(f"No job {job_id} in your department.")
+        if job.status != InferenceJob.Status.FAILED:
+            raise ValidationError(
+                f"Only failed jobs can be re-run; this one is {job.get_status_display().lower()}.", code="not_failed"
+            )
+        if (
+            job.image.jobs.filter(created_at__gt=job.created_at).exists()
+            or job.image.jobs.filter(created_at=job.created_at, pk__gt=job.pk).exists()
+        ):
+            raise ValidationError(
+                "This image has a newer job already; re-run that one if it failed.", code="not_latest"
+            )
+        if Case.objects.filter(pk=job.image.case_id, report__isnull=False).exists():
+            raise ValidationError(
+                "The case is signed; its results are frozen and cannot be re-run.", code="case_signed"
+            )
+        retry = InferenceJob.objects.create(image=job.image)
+        transaction.on_commit(partial(job_enqueue, job_id=retry.pk), robust=True)
+    logger.info("Job %s re-run as job %s by %s", job.pk, retry.pk, user.get_username())
+    return retry
+
+
 @dataclass(frozen=True)
 class SweepReport:
     requeued: int
     failed: int
 
 
-def jobs_sweep(*, now: datetime | None = None) -> SweepReport:
+def jobs_sweep(*, now: datetime | None = None, hostname: str = "", booted_at: datetime | None = None) -> SweepReport:
     """Re-queue jobs a lost message or a dead worker left behind, so no case is stranded.
 
-    Running past XNET_JOB_STALE_AFTER means the worker died (the hard time limit would have
-    ended a live one): the job goes back to pending, or fails after too many attempts.
-    Pending jobs never published (broker down at upload) or published long ago are queued again;
-    a duplicate message is harmless because claiming is idempotent.
+    A running job is orphaned when its worker's heartbeat stopped (XNET_WORKER_LOST_AFTER), when
+    `hostname` is the sweeping worker's own and the job was claimed by an earlier start of it or
+    by a pool child that no longer exists, and in any case past XNET_JOB_STALE_AFTER (the hard
+    time limit would have ended a live one). It goes back to pending, or fails after too many
+    attempts. Pending jobs never published (broker down at upload) or published a while ago
+    (XNET_JOB_REQUEUE_PENDING_AFTER: the message may be lost) are queued again; a duplicate
+    message is harmless because claiming is idempotent.
     """
+    from health.selectors import lost_worker_names
+
     now = now or timezone.now()
     Status = InferenceJob.Status
-    requeue: list[int] = []
-    failed = 0
+    orphaned = Q(started_at__lt=now - timedelta(seconds=settings.XNET_JOB_STALE_AFTER))
+    lost_after = now - timedelta(seconds=settings.XNET_WORKER_LOST_AFTER)
+    for name in lost_worker_names(now=now):
+        orphaned |= Q(worker__startswith=f"{name} ", started_at__lt=lost_after)
     with transaction.atomic():
-        stale = InferenceJob.objects.select_for_update(skip_locked=True).filter(
-            status=Status.RUNNING, started_at__lt=now - timedelta(seconds=settings.XNET_JOB_STALE_AFTER)
-        )
-        for job in stale:
-            if job.attempt >= settings.XNET_JOB_MAX_ATTEMPTS:
-                _fail(job, f"Gave up after {job.attempt} attempts; the worker stopped each time.")
-                failed += 1
-                continue
-            job.status = Status.PENDING
-            job.started_at = None
-            job.queued_at = None
-            job.save(update_fields=["status", "started_at", "queued_at"])
-            requeue.append(job.pk)
+        running = InferenceJob.objects.select_for_update(skip_locked=True).filter(status=Status.RUNNING)
+        stale = list(running.filter(orphaned))
+        if hostname:
+            mine = running.filter(worker__startswith=f"{hostname} ").exclude(pk__in=[job.pk for job in stale])
+            for job in mine:
+                _, pid = _split_worker(job.worker)
+                claimed_before_boot = (
+                    booted_at is not None and job.started_at is not None and job.started_at < booted_at
+                )
+                if claimed_before_boot or (pid is not None and pid != os.getpid() and not _pid_alive(pid)):
+                    stale.append(job)
+        requeue, failed = _requeue_orphans(stale)
     unqueued_before = now - timedelta(seconds=settings.XNET_JOB_UNQUEUED_GRACE)
     requeue_before = now - timedelta(seconds=settings.XNET_JOB_REQUEUE_PENDING_AFTER)
     pending = InferenceJob.objects.filter(status=Status.PENDING).filter(

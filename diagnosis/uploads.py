@@ -9,6 +9,7 @@ diagnosis.dicom, which checks it and renders the frame to classify as a PNG.
 from __future__ import annotations
 
 import hashlib
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -19,6 +20,9 @@ from PIL import Image, UnidentifiedImageError
 
 from diagnosis.dicom import DicomImage, has_dicom_preamble, looks_like_dicom, read_dicom
 from diagnosis.limits import check_image_size
+from ml.preprocessing import load_grey
+
+logger = logging.getLogger(__name__)
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
 ACCEPTED_TEXT = "Upload a PNG, JPEG or DICOM chest image."
@@ -52,6 +56,24 @@ def _inspect_dicom(file: BinaryIO, *, size: int, frame: int | None, force: bool)
     return InspectedImage(
         format="DICOM", width=dicom.width, height=dicom.height, sha256=_sha256(file), size_bytes=size, dicom=dicom
     )
+
+
+def _decode_as_worker(image: Image.Image) -> None:
+    """Run the decoding steps the worker runs (EXIF orientation, greyscale conversion), so an
+    image that would fail there is refused here, with a reason, instead of failing its job.
+
+    A greyscale JPEG whose EXIF block is malformed passed the checks above and then made
+    PIL.ImageOps.exif_transpose raise struct.error in the worker. Any error here is the file's.
+    """
+    try:
+        load_grey(image)
+    except Exception as exc:
+        logger.info("Upload refused: decoding as the worker does raised %r", exc)
+        raise ValidationError(
+            "The image cannot be decoded the way the classifier reads it: its metadata (such as the EXIF "
+            "orientation) or pixel data is malformed. Export it again as PNG or JPEG and upload the new file.",
+            code="corrupt",
+        ) from None
 
 
 def inspect_upload(file: BinaryIO, *, size: int | None = None, frame: int | None = None) -> InspectedImage:
@@ -103,5 +125,6 @@ def inspect_upload(file: BinaryIO, *, size: int | None = None, frame: int | None
         raise ValidationError(
             "The image is truncated or corrupt; upload the complete file again.", code="corrupt"
         ) from None
+    _decode_as_worker(image)
 
     return InspectedImage(format=image_format, width=width, height=height, sha256=_sha256(file), size_bytes=size)

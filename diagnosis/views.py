@@ -8,12 +8,13 @@ error on a 400 page.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlencode
 
 import markdown
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Max, Q
@@ -26,7 +27,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.forms import add_service_errors
 from accounts.models import User
 from diagnosis import downloads, selectors, services
-from diagnosis.forms import CaseCreateForm, ImagesUploadForm, PatientSearchForm, WorklistFilterForm
+from diagnosis.forms import CaseCreateForm, ImagesUploadForm, ImageWithdrawForm, PatientSearchForm, WorklistFilterForm
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
 from ml.labels import display_name
 from ml.registry import ModelSpec, find_model, model_for
@@ -198,17 +199,27 @@ def _render_case(
     upload_form: ImagesUploadForm | None = None,
     sign_form: ReportSignForm | None = None,
     addendum_form: AddendumForm | None = None,
+    withdraw_form: tuple[int, ImageWithdrawForm] | None = None,
     status: int = 200,
 ) -> HttpResponse:
     images = _with_latest_jobs(case.images.all())
     finished = all(image.latest_job is None or image.latest_job.is_finished for image in images)
+    signoff = signoff_context(case=case, user=request.user, sign_form=sign_form, addendum_form=addendum_form)
+    for image in images:
+        # Withdrawing is for mistaken uploads of an unsigned case, by the uploader or an admin.
+        image.can_withdraw = signoff["report"] is None and services.image_can_withdraw(image=image, user=request.user)
+        image.withdraw_form = (
+            withdraw_form[1] if withdraw_form and withdraw_form[0] == image.pk else ImageWithdrawForm()
+        )
     context = {
         "case": case,
         "images": images,
         "finished": finished,
         "upload_form": upload_form or ImagesUploadForm(),
+        # A signed case takes no new image: the page offers a new case for the patient instead.
+        "new_case_url": f"{reverse('case_create')}?{urlencode({'mrn': case.patient.mrn, 'modality': case.modality})}",
         # The sign-off block (templates/reviews/_signoff.html): the signed report or the form.
-        **signoff_context(case=case, user=request.user, sign_form=sign_form, addendum_form=addendum_form),
+        **signoff,
     }
     return render(request, "diagnosis/case_detail.html", context, status=status)
 
@@ -234,6 +245,10 @@ def case_upload(request: HttpRequest, case_id: int) -> HttpResponse:
                 frame=data["frame"],
                 confirm_modality=data["confirm_modality"],
             )
+        except services.CaseConflict as exc:
+            # Signed: the page shows the message beside its "New case for this patient" link.
+            messages.error(request, exc.message)
+            return _render_case(request, case, status=409)
         except ValidationError as exc:
             form.add_error("images", exc)
         else:
@@ -243,6 +258,45 @@ def case_upload(request: HttpRequest, case_id: int) -> HttpResponse:
             )
             return redirect("case_detail", case_id=case.pk)
     return _render_case(request, case, upload_form=form, status=400)
+
+
+@login_required
+@require_POST
+def job_retry(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The case page's "Run again" button on a failed job (department admins)."""
+    job = get_object_or_404(selectors.job_list_for_user(user=request.user), pk=job_id)
+    case_id = job.image.case_id
+    try:
+        services.job_retry(job_id=job.pk, user=request.user)
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Image {job.image_id} queued for classification again.")
+    return redirect(f"{reverse('case_detail', args=[case_id])}#image-{job.image_id}")
+
+
+@login_required
+@require_POST
+def image_withdraw(request: HttpRequest, image_id: int) -> HttpResponse:
+    """Withdraw a mistaken upload (with a reason) from an unsigned case: uploader or admin."""
+    image = get_object_or_404(selectors.image_list_for_user(user=request.user), pk=image_id)
+    case = _case_or_404(request.user, image.case_id)
+    form = ImageWithdrawForm(request.POST)
+    if form.is_valid():
+        try:
+            services.image_withdraw(image=image, withdrawn_by=request.user, reason=form.cleaned_data["reason"])
+        except services.CaseConflict as exc:
+            messages.error(request, exc.message)
+            return _render_case(request, case, status=409)
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            done = f"Image {image.position} withdrawn: it no longer counts in this case; the audit trail keeps why."
+            messages.success(request, done)
+            return redirect("case_detail", case_id=case.pk)
+    return _render_case(request, case, withdraw_form=(image.pk, form), status=400)
 
 
 def _job_json(job: InferenceJob | None) -> dict | None:

@@ -4,11 +4,12 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from diagnosis import services
-from diagnosis.models import InferenceJob, Modality
+from diagnosis.models import InferenceJob, Modality, Prediction
 from ml import inference
 from ml.registry import model_for
 from tests.conftest import RESOURCES
 from tests.factories import CaseFactory, PatientFactory
+from tests.workers import poison_jpeg_bytes
 
 pytestmark = pytest.mark.django_db
 
@@ -77,7 +78,7 @@ def test_batch_size_one_runs_only_the_tasks_job(make_job, resources, installed_m
     assert (first.status, second.status) == (InferenceJob.Status.PENDING, InferenceJob.Status.SUCCEEDED)
 
 
-def test_an_unreadable_image_fails_alone(make_job, resources, installed_models):
+def test_an_unreadable_image_fails_alone(make_job, resources, installed_models, settings):
     good, broken, other = (make_job(path.read_bytes()) for path in resources[:3])
     # The stored file was damaged after upload (disk error, partial restore).
     with open(broken.image.file.path, "wb") as handle:
@@ -89,8 +90,50 @@ def test_an_unreadable_image_fails_alone(make_job, resources, installed_models):
         job.refresh_from_db()
     assert good.status == other.status == InferenceJob.Status.SUCCEEDED
     assert broken.status == InferenceJob.Status.FAILED
-    assert broken.error_message.startswith("The model could not process this image")
+    assert broken.error_message.startswith("The image could not be decoded the way the model reads it")
+    assert "UnidentifiedImageError" in broken.error_message
+    # Pillow's own message names the stored file ("cannot identify image file <FieldFile: images/...>").
+    assert str(settings.MEDIA_ROOT) not in broken.error_message
+    assert broken.image.file.name not in broken.error_message
     assert not hasattr(broken, "prediction")
+
+
+def test_poison_image_fails_alone_with_its_reason(make_job, resources, installed_models, settings):
+    """A greyscale JPEG with a malformed EXIF block in a batch: exif_transpose raises struct.error,
+    which used to escape the per-image handling, fail the task and burn an attempt of every job."""
+    good, poison, other = (make_job(path.read_bytes()) for path in resources[:3])
+    # The upload check refuses this file now (test_uploads_refuse_poison_jpeg); here it reached
+    # storage anyway, as files uploaded before the check did.
+    with open(poison.image.file.path, "wb") as handle:
+        handle.write(poison_jpeg_bytes(resources[1].read_bytes()))
+
+    services.job_run(job_id=poison.pk)
+
+    for job in (good, poison, other):
+        job.refresh_from_db()
+    assert (good.status, good.attempt) == (InferenceJob.Status.SUCCEEDED, 1)
+    assert (other.status, other.attempt) == (InferenceJob.Status.SUCCEEDED, 1)
+    assert (poison.status, poison.attempt) == (InferenceJob.Status.FAILED, 1)
+    assert "EXIF" in poison.error_message
+    assert "struct.error" in poison.error_message
+    assert "Gave up" not in poison.error_message
+    assert not Prediction.objects.filter(job=poison).exists()
+
+
+def test_missing_file_fails_alone_without_naming_a_path(make_job, resources, installed_models, settings):
+    good, lost = (make_job(path.read_bytes()) for path in resources[:2])
+    path = lost.image.file.path
+    lost.image.file.storage.delete(lost.image.file.name)
+
+    services.job_run(job_id=good.pk)
+
+    good.refresh_from_db()
+    lost.refresh_from_db()
+    assert good.status == InferenceJob.Status.SUCCEEDED
+    assert lost.status == InferenceJob.Status.FAILED
+    assert lost.error_message.startswith("The stored image file could not be read on the server")
+    for fragment in (path, str(settings.MEDIA_ROOT), lost.image.file.name, "Errno"):
+        assert fragment not in lost.error_message
 
 
 def test_jobs_out_of_attempts_are_not_batched(make_job, resources, installed_models, settings):

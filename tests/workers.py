@@ -356,3 +356,33 @@ def api_upload(api: APIClient, case: Case, data: bytes) -> dict:
 def finished_job(job_id: int) -> InferenceJob | None:
     job = InferenceJob.objects.get(pk=job_id)
     return job if job.is_finished else None
+
+
+# Fault injection ---------------------------------------------------------------------------
+
+
+def poison_jpeg_bytes(source: bytes) -> bytes:
+    """`source` (a real chest radiograph) re-saved as a greyscale JPEG with a malformed EXIF block.
+
+    Orientation 6 (rotate) plus an ImageWidth tag stored as a negative signed short: Pillow
+    decodes the pixels fine, and PIL.ImageOps.exif_transpose raises struct.error when it writes
+    the EXIF block back after rotating. This is the file that failed whole batches in the worker.
+    """
+    import io
+    import struct
+
+    from PIL import Image as PILImage
+
+    entries = [
+        (0x0112, 3, 1, struct.pack("<HH", 6, 0)),  # Orientation: SHORT 6
+        (0x0100, 8, 1, struct.pack("<hH", -5, 0)),  # ImageWidth: SSHORT -5, out of range when re-packed
+    ]
+    ifd = struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        ifd += struct.pack("<HHI", tag, kind, count) + value
+    exif = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+    with PILImage.open(io.BytesIO(source)) as image:
+        grey = image.convert("L")
+    buffer = io.BytesIO()
+    grey.save(buffer, format="JPEG", quality=90, exif=exif)
+    return buffer.getvalue()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch, QuerySet
 from django.http import FileResponse
@@ -17,7 +18,7 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -25,19 +26,51 @@ from rest_framework.response import Response
 
 from diagnosis import downloads, selectors, services
 from diagnosis.api import serializers as s
-from diagnosis.api.filters import CaseFilter, PatientFilter
+from diagnosis.api.filters import CaseFilter, PatientFilter, QueryParameters
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
 from ml.registry import ModelSpec, installed_models
 
 logger = logging.getLogger(__name__)
 
-READ_ERRORS = {401: s.ErrorSerializer, 403: s.ErrorSerializer, 404: s.ErrorSerializer}
+# 400 on reads: a query parameter the endpoint does not know (KnownQueryParameters).
+READ_ERRORS = {400: s.ErrorSerializer, 401: s.ErrorSerializer, 403: s.ErrorSerializer, 404: s.ErrorSerializer}
 WRITE_ERRORS = {400: s.ErrorSerializer, **READ_ERRORS}
+CONFLICT_ERRORS = {409: s.ErrorSerializer, **WRITE_ERRORS}
 LIST_ERRORS = {400: s.ErrorSerializer, 401: s.ErrorSerializer, 403: s.ErrorSerializer}
+PAGE_ERRORS = {**LIST_ERRORS, 404: s.ErrorSerializer}  # a page past the last
+LIST_METHODS = ("GET", "HEAD")  # the methods that read a list's filters
 
 
 def _jobs_with_predictions() -> Prefetch:
     return Prefetch("jobs", queryset=InferenceJob.objects.select_related("prediction").order_by("created_at", "id"))
+
+
+class Conflict(APIException):
+    """409: the case's state forbids the write (a signed case takes no new or withdrawn image)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The case's state does not allow this."
+    default_code = "conflict"
+
+
+class KnownQueryParameters:
+    """Mixed into every API view: the query string is validated before the view runs (after
+    authentication and permissions), so an unknown, blank or repeated parameter is a 400 on
+    every endpoint, not only on the lists that filter (diagnosis.api.filters)."""
+
+    def get_query_parameters_class(self) -> type[QueryParameters]:
+        return QueryParameters
+
+    def query_parameters(self) -> QueryParameters:
+        if not hasattr(self, "_query_parameters"):
+            query = self.get_query_parameters_class()(data=self.request.query_params)
+            query.is_valid(raise_exception=True)
+            self._query_parameters = query
+        return self._query_parameters
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        self.query_parameters()
 
 
 def _created(data: dict, url: str) -> Response:
@@ -48,21 +81,22 @@ def _created(data: dict, url: str) -> Response:
 
 
 @extend_schema_view(
-    get=extend_schema(parameters=[PatientFilter], responses={200: s.PatientSerializer(many=True), **LIST_ERRORS}),
+    get=extend_schema(parameters=[PatientFilter], responses={200: s.PatientSerializer(many=True), **PAGE_ERRORS}),
     post=extend_schema(request=s.PatientCreateSerializer, responses={201: s.PatientSerializer, **LIST_ERRORS}),
 )
-class PatientListView(generics.ListCreateAPIView):
+class PatientListView(KnownQueryParameters, generics.ListCreateAPIView):
     """Your department's patients, by name; `?mrn=` finds one by medical record number."""
 
     serializer_class = s.PatientSerializer
 
+    def get_query_parameters_class(self) -> type[QueryParameters]:
+        return PatientFilter if self.request.method in LIST_METHODS else QueryParameters
+
     def get_queryset(self) -> QuerySet[Patient]:
         patients = selectors.patient_list_for_user(user=self.request.user)
-        if self.request.method != "GET":
+        if self.request.method not in LIST_METHODS:
             return patients
-        query = PatientFilter(data=self.request.query_params)
-        query.is_valid(raise_exception=True)
-        return query.filter(patients)
+        return self.query_parameters().filter(patients)
 
     def create(self, request: Request, *args, **kwargs) -> Response:
         data = s.PatientCreateSerializer(data=request.data, context=self.get_serializer_context())
@@ -73,7 +107,7 @@ class PatientListView(generics.ListCreateAPIView):
 
 
 @extend_schema_view(get=extend_schema(responses={200: s.PatientSerializer, **READ_ERRORS}))
-class PatientDetailView(generics.RetrieveAPIView):
+class PatientDetailView(KnownQueryParameters, generics.RetrieveAPIView):
     serializer_class = s.PatientSerializer
 
     def get_queryset(self) -> QuerySet[Patient]:
@@ -84,20 +118,21 @@ class PatientDetailView(generics.RetrieveAPIView):
 
 
 @extend_schema_view(
-    get=extend_schema(parameters=[CaseFilter], responses={200: s.CaseSerializer(many=True), **LIST_ERRORS}),
+    get=extend_schema(parameters=[CaseFilter], responses={200: s.CaseSerializer(many=True), **PAGE_ERRORS}),
     post=extend_schema(request=s.CaseCreateSerializer, responses={201: s.CaseDetailSerializer, **LIST_ERRORS}),
 )
-class CaseListView(generics.ListCreateAPIView):
+class CaseListView(KnownQueryParameters, generics.ListCreateAPIView):
     """Your department's cases, newest first, each with its latest job's status and finding."""
 
     serializer_class = s.CaseSerializer
 
+    def get_query_parameters_class(self) -> type[QueryParameters]:
+        return CaseFilter if self.request.method in LIST_METHODS else QueryParameters
+
     def get_queryset(self) -> QuerySet[Case]:
-        if self.request.method != "GET":
+        if self.request.method not in LIST_METHODS:
             return selectors.case_list_for_user(user=self.request.user)
-        query = CaseFilter(data=self.request.query_params)
-        query.is_valid(raise_exception=True)
-        return query.cases(user=self.request.user)
+        return self.query_parameters().cases(user=self.request.user)
 
     def create(self, request: Request, *args, **kwargs) -> Response:
         data = s.CaseCreateSerializer(data=request.data, context=self.get_serializer_context())
@@ -109,7 +144,7 @@ class CaseListView(generics.ListCreateAPIView):
 
 
 @extend_schema_view(get=extend_schema(responses={200: s.CaseDetailSerializer, **READ_ERRORS}))
-class CaseDetailView(generics.RetrieveAPIView):
+class CaseDetailView(KnownQueryParameters, generics.RetrieveAPIView):
     """One case with its images, each image's jobs and their predictions."""
 
     serializer_class = s.CaseDetailSerializer
@@ -121,7 +156,7 @@ class CaseDetailView(generics.RetrieveAPIView):
             raise NotFound() from None
 
 
-class CaseImageUploadView(generics.GenericAPIView):
+class CaseImageUploadView(KnownQueryParameters, generics.GenericAPIView):
     parser_classes = [MultiPartParser]
     serializer_class = s.ImageUploadSerializer
 
@@ -137,14 +172,15 @@ class CaseImageUploadView(generics.GenericAPIView):
                 description="Stored and queued for classification; the Location header is the job's URL.",
             ),
             415: s.ErrorSerializer,
-            **WRITE_ERRORS,
+            **CONFLICT_ERRORS,
         },
     )
     def post(self, request: Request, pk: int) -> Response:
         """Upload one PNG, JPEG or DICOM image to a case and queue its classification.
 
         A DICOM must belong to the case's patient (PatientID = record number); a multi-frame one
-        needs `frame`; one of the other modality needs `confirm_modality=true`. Poll the job
+        needs `frame`; one of the other modality needs `confirm_modality=true`. A signed case
+        takes no new image (409 `case_signed`): create a new case for the patient. Poll the job
         (Location header) until it is finished.
         """
         case = self.get_object()
@@ -158,6 +194,8 @@ class CaseImageUploadView(generics.GenericAPIView):
                 frame=data.validated_data.get("frame"),
                 confirm_modality=data.validated_data["confirm_modality"],
             )
+        except services.CaseConflict as exc:
+            raise Conflict(exc.message, code=exc.code) from None
         except DjangoValidationError as exc:
             # The inspection's message (with its code) belongs to the `file` field here.
             raise DjangoValidationError({"file": exc.error_list}) from None
@@ -166,7 +204,7 @@ class CaseImageUploadView(generics.GenericAPIView):
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["job"]["url"])})
 
 
-class CaseFromDicomView(generics.GenericAPIView):
+class CaseFromDicomView(KnownQueryParameters, generics.GenericAPIView):
     parser_classes = [MultiPartParser]
     serializer_class = s.DicomCaseCreateSerializer
 
@@ -212,11 +250,40 @@ class CaseFromDicomView(generics.GenericAPIView):
 
 
 @extend_schema_view(get=extend_schema(responses={200: s.ImageWithJobsSerializer, **READ_ERRORS}))
-class ImageDetailView(generics.RetrieveAPIView):
+class ImageDetailView(KnownQueryParameters, generics.RetrieveAPIView):
     serializer_class = s.ImageWithJobsSerializer
 
     def get_queryset(self) -> QuerySet[Image]:
         return selectors.image_list_for_user(user=self.request.user).prefetch_related(_jobs_with_predictions())
+
+
+class ImageWithdrawView(KnownQueryParameters, generics.GenericAPIView):
+    serializer_class = s.ImageWithdrawSerializer
+
+    def get_queryset(self) -> QuerySet[Image]:
+        return selectors.image_list_for_user(user=self.request.user)
+
+    @extend_schema(
+        operation_id="images_withdraw",
+        request=s.ImageWithdrawSerializer,
+        responses={200: s.ImageSerializer, **CONFLICT_ERRORS},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Withdraw a mistaken upload of an unsigned case, with a reason (the uploader or a
+        department admin). The image leaves the case, the worklist and the API (404 from now on);
+        the file is kept and the audit trail records who, when and why. A signed case answers
+        409 `case_signed`; another user 403."""
+        image = self.get_object()
+        data = self.get_serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            reason = data.validated_data["reason"]
+            image = services.image_withdraw(image=image, withdrawn_by=request.user, reason=reason)
+        except services.CaseConflict as exc:
+            raise Conflict(exc.message, code=exc.code) from None
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from None
+        return Response(s.ImageSerializer(image, context=self.get_serializer_context()).data)
 
 
 class IgnoreAcceptHeader(BaseContentNegotiation):
@@ -230,7 +297,7 @@ class IgnoreAcceptHeader(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class ImageFileView(generics.GenericAPIView):
+class ImageFileView(KnownQueryParameters, generics.GenericAPIView):
     content_negotiation_class = IgnoreAcceptHeader
     serializer_class = None
 
@@ -255,7 +322,7 @@ class ImageFileView(generics.GenericAPIView):
             raise NotFound("The stored file of this image is missing.") from None
 
 
-class PredictionHeatmapView(generics.GenericAPIView):
+class PredictionHeatmapView(KnownQueryParameters, generics.GenericAPIView):
     content_negotiation_class = IgnoreAcceptHeader
     serializer_class = None
 
@@ -281,7 +348,7 @@ class PredictionHeatmapView(generics.GenericAPIView):
 
 
 @extend_schema_view(get=extend_schema(responses={200: s.JobSerializer, **READ_ERRORS}))
-class JobDetailView(generics.RetrieveAPIView):
+class JobDetailView(KnownQueryParameters, generics.RetrieveAPIView):
     """An inference job; `prediction` is null until it succeeded."""
 
     serializer_class = s.JobSerializer
@@ -290,8 +357,34 @@ class JobDetailView(generics.RetrieveAPIView):
         return selectors.job_list_for_user(user=self.request.user)
 
 
+class JobRetryView(KnownQueryParameters, generics.GenericAPIView):
+    serializer_class = s.JobSerializer
+
+    def get_queryset(self) -> QuerySet[InferenceJob]:
+        return selectors.job_list_for_user(user=self.request.user)
+
+    @extend_schema(
+        operation_id="jobs_retry_create",
+        request=None,
+        responses={
+            202: OpenApiResponse(s.JobSerializer, description="The new job; the Location header is its URL."),
+            **WRITE_ERRORS,
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        """Classify a failed job's image again, as a new job (department admins; unsigned cases only).
+
+        For a job that failed for a cause since fixed (a full disk, a missing model). Only the
+        image's latest job can be re-run; the failed one stays in the image's history.
+        """
+        job = self.get_object()
+        retry = services.job_retry(job_id=job.pk, user=request.user)
+        body = self.get_serializer(retry).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["url"])})
+
+
 @extend_schema_view(get=extend_schema(responses={200: s.PredictionDetailSerializer, **READ_ERRORS}))
-class PredictionDetailView(generics.RetrieveAPIView):
+class PredictionDetailView(KnownQueryParameters, generics.RetrieveAPIView):
     serializer_class = s.PredictionDetailSerializer
 
     def get_queryset(self) -> QuerySet[Prediction]:
@@ -299,7 +392,7 @@ class PredictionDetailView(generics.RetrieveAPIView):
 
 
 @extend_schema_view(get=extend_schema(responses={200: s.InstalledModelSerializer(many=True), **READ_ERRORS}))
-class InstalledModelListView(generics.ListAPIView):
+class InstalledModelListView(KnownQueryParameters, generics.ListAPIView):
     """The models this installation runs, with their metrics, intended use and card.
 
     Not paginated: a handful of folders. Not department data: every user may read it.
