@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.cache import cache
-from rest_framework.authentication import TokenAuthentication
 
+from accounts.authentication import ApiTokenAuthentication
 from audit.models import AuditEvent
 from audit.services import audit_record
 
 
-class AuditedTokenAuthentication(TokenAuthentication):
-    """DRF's TokenAuthentication, recording an `api_token_use` event per token at most once per
+class AuditedTokenAuthentication(ApiTokenAuthentication):
+    """accounts' hashed API token authentication, recording an `api_token_use` event per token at most once per
     XNET_AUDIT_TOKEN_USE_INTERVAL seconds: a client that polls a job every second would otherwise
     write an event per poll. What the token was used for is recorded anyway for the views that
     matter (case, patient and image views, uploads, sign-offs) by the audit middleware.
@@ -26,13 +26,13 @@ class AuditedTokenAuthentication(TokenAuthentication):
             user, token = result
             interval = settings.XNET_AUDIT_TOKEN_USE_INTERVAL
             # cache.add is atomic: of concurrent requests, only the one that adds the key records.
-            if interval <= 0 or cache.add(f"xnet:audit:token-use:{user.pk}", 1, timeout=interval):
+            if interval <= 0 or cache.add(f"xnet:audit:token-use:{token.pk}", 1, timeout=interval):
                 audit_record(
                     action=AuditEvent.Action.API_TOKEN_USE,
                     actor=user,
                     object_type="user",
                     object_id=user.pk,
-                    detail={"throttle_seconds": interval},
+                    detail={"throttle_seconds": interval, "token": token.pk, "token_name": token.name},
                     request=request._request,
                 )
         return result

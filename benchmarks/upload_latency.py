@@ -120,10 +120,10 @@ def main() -> None:
     setup_django(scratch)
 
     from django.conf import settings
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
     from accounts.models import Department, User
+    from accounts.services import api_token_create
     from diagnosis import services
     from diagnosis.models import InferenceJob, Modality, Patient
     from ml.registry import model_for
@@ -140,9 +140,9 @@ def main() -> None:
     user, _ = User.objects.get_or_create(
         username="bench-uploader", defaults={"department": department, "role": User.Role.RADIOLOGIST}
     )
-    token, _ = Token.objects.get_or_create(user=user)
+    _, key = api_token_create(user=user, name="upload benchmark", days=1, created_by=None)
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     patient = Patient.objects.filter(department=department, mrn="BENCH-UPLOAD").first() or services.patient_create(
         created_by=user, mrn="BENCH-UPLOAD", name="Benchmark Patient"
     )

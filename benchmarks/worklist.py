@@ -159,10 +159,10 @@ def main() -> None:
     setup_django(Path(tempfile.mkdtemp(prefix="xnet-bench-worklist-")))
 
     from django.test import Client
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
     from accounts.models import Department, User
+    from accounts.services import api_token_create
     from diagnosis.models import Case
 
     department, _ = Department.objects.get_or_create(name=DEPARTMENT)
@@ -178,7 +178,8 @@ def main() -> None:
     page_client = Client()
     page_client.force_login(user)
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    _, key = api_token_create(user=user, name="worklist benchmark", days=1, created_by=None)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     mrn_fragment = "BW00012"  # matches 10 of the 2,500 patients
     targets = [
         ("page", page_client, "/"),

@@ -5,10 +5,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
+from django.core.cache import cache
+from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.factories import DepartmentAdminFactory, DepartmentFactory, UserFactory, png_bytes
+from accounts import two_factor
+from tests.factories import (
+    DepartmentAdminFactory,
+    DepartmentFactory,
+    TOTPDeviceFactory,
+    UserFactory,
+    api_token_for,
+    png_bytes,
+)
 from tests.tiny_models import build_model_dir
 
 RESOURCES = Path(__file__).parent / "resources"
@@ -19,6 +28,29 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 def _fast_password_hasher(settings):
     # PBKDF2 is slow by design; the suite creates hundreds of users and tests no hashing strength.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _force_login_passes_second_factor(monkeypatch):
+    """`Client.force_login` skips the login form; here it skips the second factor too, as if the
+    user had typed their code. The login flow itself (password, code, set-up) is driven for real
+    in tests/test_accounts_two_factor.py and the browser test."""
+    original = Client.force_login
+
+    def force_login(self, user, backend=None):
+        original(self, user, backend)
+        session = self.session
+        if session.pop(two_factor.SESSION_STATE_KEY, None):
+            session.save()
+
+    monkeypatch.setattr(Client, "force_login", force_login)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Throttles (token use, wrong API tokens) live in the per-process cache: start each test
+    without what the previous one counted."""
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +77,10 @@ def radiologist(department):
 
 @pytest.fixture
 def department_admin(department):
-    return DepartmentAdminFactory(username="admin_a", department=department)
+    """Enrolled in two-factor authentication, as every department admin must be."""
+    admin = DepartmentAdminFactory(username="admin_a", department=department)
+    TOTPDeviceFactory(user=admin)
+    return admin
 
 
 @pytest.fixture
@@ -61,9 +96,10 @@ def rad_client(client, radiologist):
 
 
 def token_client(user) -> APIClient:
+    """An API client with a new token of `user`."""
     api = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, key = api_token_for(user)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return api
 
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import factory
 from django.core.files.base import ContentFile
+from django.utils import timezone
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from PIL import Image as PILImage
 
-from accounts.models import Department, User
+from accounts.models import ApiToken, Department, User
 from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
 
 DEFAULT_PASSWORD = "correct-horse-battery-staple"
@@ -52,6 +56,34 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 class DepartmentAdminFactory(UserFactory):
     role = User.Role.DEPARTMENT_ADMIN
+
+
+class TOTPDeviceFactory(factory.django.DjangoModelFactory):
+    """An enrolled authenticator app (a random key, as the set-up page makes)."""
+
+    class Meta:
+        model = TOTPDevice
+
+    user = factory.SubFactory(DepartmentAdminFactory)
+    name = "Authenticator app"
+    confirmed = True
+
+
+def api_token_for(user: User, *, days: int = 30, name: str = "test client") -> tuple[ApiToken, str]:
+    """A token of `user` and its key (the key is stored hashed: this is the only copy)."""
+    key = ApiToken.new_key()
+    token = ApiToken(user=user, name=name, expires_at=timezone.now() + timedelta(days=days))
+    token.set_key(key)
+    token.save()
+    return token, key
+
+
+def totp_code(device: TOTPDevice, *, steps_ahead: int = 0) -> str:
+    """The code the user's phone shows now (or `steps_ahead` 30-second steps later: a device
+    accepts each time step once, so a second login within one step needs the next code)."""
+    device.refresh_from_db()
+    code = totp(device.bin_key, device.step, device.t0, device.digits, device.drift + steps_ahead)
+    return f"{code:0{device.digits}d}"
 
 
 class PatientFactory(factory.django.DjangoModelFactory):

@@ -22,7 +22,14 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from diagnosis import services
 from diagnosis.models import Case, InferenceJob
 from tests.conftest import RESOURCES
-from tests.factories import DEFAULT_PASSWORD, CaseFactory, InferenceJobFactory, PatientFactory, PredictionFactory
+from tests.factories import (
+    DEFAULT_PASSWORD,
+    CaseFactory,
+    InferenceJobFactory,
+    PatientFactory,
+    PredictionFactory,
+    totp_code,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -86,6 +93,11 @@ def test_login_upload_and_see_the_result(
     browser.find_element(By.NAME, "password").send_keys(DEFAULT_PASSWORD)
     screenshot(browser, "login")
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # Department admins use a second factor: the code their authenticator app shows now.
+    wait.until(ec.url_contains("/accounts/two-factor/verify/"))
+    browser.find_element(By.NAME, "code").send_keys(totp_code(department_admin.totpdevice_set.get()))
+    screenshot(browser, "two_factor")
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit].primary").click()
     wait.until(ec.url_to_be(f"{live_server.url}/cases/new/"))
 
     # The stylesheet is served and applied (no CDN, nothing external).

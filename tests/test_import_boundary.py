@@ -26,7 +26,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.test.utils import setup_test_environment
 from django.urls import resolve, reverse
-from rest_framework.authtoken.models import Token
+from accounts.services import api_token_create
 
 import xnet_site.wsgi, xnet_site.urls, xnet_site.celery
 import diagnosis.views, diagnosis.api.views, diagnosis.tasks, diagnosis.services
@@ -46,7 +46,7 @@ case = job.image.case
 
 web = Client()
 web.force_login(user)
-api = Client(HTTP_AUTHORIZATION="Token " + Token.objects.create(user=user).key)
+api = Client(HTTP_AUTHORIZATION="Token " + api_token_create(user=user, name="t", days=1, created_by=None)[1])
 page = web.get(reverse("case_detail", args=[case.pk]))
 statuses = {
     "worklist": web.get(reverse("worklist")).status_code,

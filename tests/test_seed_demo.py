@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 
 import pytest
-from django.contrib.auth import authenticate
+from django.contrib import auth
 from django.core.management import CommandError, call_command
+from django.test import RequestFactory
 from django.urls import reverse
 
 from accounts.management.commands.seed_demo import DEMO_ACCOUNTS, DEMO_DEPARTMENT
@@ -15,6 +16,11 @@ from accounts.models import Department, User
 pytestmark = pytest.mark.django_db
 
 PASSWORDS = {account.username: account.default_password for account in DEMO_ACCOUNTS}
+
+
+def authenticate(**credentials):
+    """Django's authenticate with the login page's request (the lockout check needs one)."""
+    return auth.authenticate(RequestFactory().post(reverse("login")), **credentials)
 
 
 @pytest.fixture(autouse=True)
