@@ -12,6 +12,7 @@ from django.dispatch import receiver
 from audit.models import AuditEvent
 from audit.services import audit_record, current_request
 from diagnosis.models import Case, Patient
+from diagnosis.signals import image_withdrawn
 
 
 @receiver(user_logged_in, dispatch_uid="audit_login")
@@ -75,4 +76,18 @@ def _case_created(sender, instance: Case, created: bool, raw: bool = False, **kw
         object_type="case",
         object_id=instance.pk,
         detail={"patient": instance.patient_id},
+    )
+
+
+@receiver(image_withdrawn, dispatch_uid="audit_image_withdrawn")
+def _image_withdrawn(sender, image, user, reason: str, **kwargs) -> None:
+    """A withdrawn upload, with its reason, in the withdrawing transaction (the image row keeps
+    the reason too; the event is what the department's audit log shows)."""
+    audit_record(
+        action=AuditEvent.Action.IMAGE_WITHDRAW,
+        actor=user,
+        department_id=image.case.patient.department_id,
+        object_type="image",
+        object_id=image.pk,
+        detail={"case": image.case_id, "position": image.position, "reason": reason},
     )

@@ -59,6 +59,16 @@ class ImagesUploadForm(forms.Form):
     confirm_modality = confirm_modality_field()
 
 
+class ImageWithdrawForm(forms.Form):
+    reason = forms.CharField(
+        label="Reason for withdrawing",
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="For example: uploaded to the wrong case. It goes into the audit trail.",
+        error_messages={"required": "Say why the image is withdrawn."},
+    )
+
+
 class WorklistFilterForm(forms.Form):
     STATUS_CHOICES = [("", "Any status"), *InferenceJob.Status.choices, ("none", "No images yet")]
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import PurePath
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -49,6 +50,30 @@ class Patient(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.mrn})"
 
+    def save(self, *args, **kwargs) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "department" in update_fields or "department_id" in update_fields:
+            self.refuse_moving_signed_cases()
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        super().clean()
+        self.refuse_moving_signed_cases()
+
+    def refuse_moving_signed_cases(self) -> None:
+        """A signed report is the record of what was found for this patient in this department:
+        moving the patient to another department would move its signed cases with it. Checked in
+        clean() (the Django admin's form) and again in save(), for every other writer."""
+        if self._state.adding or self.pk is None:
+            return
+        before = Patient.objects.filter(pk=self.pk).values_list("department_id", flat=True).first()
+        if before is None or before == self.department_id:
+            return
+        # The report lives in the reviews app, which builds on this one: read it by relation.
+        if self.cases.filter(report__isnull=False).exists():
+            message = "This patient has signed cases; a signed case cannot move to another department."
+            raise ValidationError({"department": ValidationError(message, code="signed_case_locked")})
+
 
 class Case(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="cases")
@@ -69,25 +94,57 @@ class Case(models.Model):
     def __str__(self) -> str:
         return f"Case {self.pk} ({self.get_modality_display()})"
 
+    def save(self, *args, **kwargs) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "patient" in update_fields or "patient_id" in update_fields:
+            self.refuse_moving_if_signed()
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        super().clean()
+        self.refuse_moving_if_signed()
+
+    def refuse_moving_if_signed(self) -> None:
+        """A signed case stays with the patient (and so the department) it was signed for: the
+        report, its PDF and the audit trail all name that patient. Checked in clean() (the Django
+        admin's form) and again in save(), for every other writer."""
+        if self._state.adding or self.pk is None:
+            return
+        before = Case.objects.filter(pk=self.pk).values_list("patient_id", "report").first()
+        if before is None or before[0] == self.patient_id or before[1] is None:
+            return
+        message = "This case is signed; a signed case cannot move to another patient or department."
+        raise ValidationError({"patient": ValidationError(message, code="signed_case_locked")})
+
     def refresh_reading_order(self) -> None:
         """Recompute waiting_since and the leading AI finding: among each image's latest job, the
         succeeded ones; AI-positive before negative, then the most probable, then the newest.
+        Withdrawn images count for nothing. A signed case keeps the AI finding its report
+        recorded: a result arriving after the signature does not change what the worklist shows.
 
         The case row is locked first, so two workers finishing jobs of one case at once cannot
         store a finding computed without the other's result.
         """
         with transaction.atomic():
             Case.objects.select_for_update().filter(pk=self.pk).exists()
-            latest: dict[int, InferenceJob] = {}
-            for job in (
-                InferenceJob.objects.filter(image__case=self).select_related("prediction").order_by("created_at", "id")
-            ):
-                latest[job.image_id] = job
-            lead_job = leading_job(latest.values())
-            lead = lead_job.prediction if lead_job else None
-            self.waiting_since = self.images.aggregate(first=models.Min("uploaded_at"))["first"]
-            self.lead_label = lead.top_label if lead else ""
-            self.lead_probability = lead.top_probability if lead else None
+            # The report lives in the reviews app, which builds on this one: read it by relation.
+            signed = Case.objects.filter(pk=self.pk, report__isnull=False).values(
+                "report__ai_label", "report__ai_probability"
+            )
+            signed = signed.first()
+            self.waiting_since = self.images.current().aggregate(first=models.Min("uploaded_at"))["first"]
+            if signed is not None:
+                self.lead_label = signed["report__ai_label"]
+                self.lead_probability = signed["report__ai_probability"]
+            else:
+                latest: dict[int, InferenceJob] = {}
+                jobs = InferenceJob.objects.filter(image__case=self, image__withdrawn_at__isnull=True)
+                for job in jobs.select_related("prediction").order_by("created_at", "id"):
+                    latest[job.image_id] = job
+                lead_job = leading_job(latest.values())
+                lead = lead_job.prediction if lead_job else None
+                self.lead_label = lead.top_label if lead else ""
+                self.lead_probability = lead.top_probability if lead else None
             Case.objects.filter(pk=self.pk).update(
                 waiting_since=self.waiting_since, lead_label=self.lead_label, lead_probability=self.lead_probability
             )
@@ -99,6 +156,12 @@ def _image_path(instance: Image, filename: str) -> str:
     return f"images/{timezone.now():%Y/%m}/{uuid.uuid4().hex}{suffix}"
 
 
+class ImageQuerySet(models.QuerySet):
+    def current(self) -> ImageQuerySet:
+        """Images not withdrawn: what pages, the worklist, the API and reports show."""
+        return self.filter(withdrawn_at__isnull=True)
+
+
 class Image(models.Model):
     class Format(models.TextChoices):
         PNG = "PNG", "PNG"
@@ -106,6 +169,10 @@ class Image(models.Model):
         DICOM = "DICOM", "DICOM"
 
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="images")
+    # "Image 2" everywhere (pages, API, PDF) means the case's second upload, not a database id.
+    # Set once, in upload order, and never reused: a withdrawn image keeps its number, so an
+    # impression or an audit entry that names "image 3" keeps naming the same picture.
+    position = models.PositiveIntegerField(editable=False, help_text="1, 2, 3... in upload order within the case")
     # Which model classifies this image. The case's modality, except when a user confirms that a
     # DICOM of another modality (a CT slice in an X-ray case) goes to that modality's model.
     modality = models.CharField(max_length=8, choices=Modality.choices)
@@ -130,12 +197,36 @@ class Image(models.Model):
         help_text="DICOM header fields read at upload: modality, body part, view position, patient id/name/"
         "birth date, study date, study/series UIDs, photometric interpretation, window used",
     )
+    # A mistaken upload is withdrawn, never deleted: the row and the file stay (retention rules
+    # decide about the file), pages, the worklist, the API and reports stop showing it.
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    withdrawal_reason = models.TextField(blank=True)
+
+    objects = ImageQuerySet.as_manager()
 
     class Meta:
         ordering = ["uploaded_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["case", "position"], name="unique_image_position_per_case"),
+        ]
 
     def __str__(self) -> str:
-        return f"Image {self.pk} of case {self.case_id}"
+        return f"Image {self.position or '?'} of case {self.case_id}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.position is None and self.case_id is not None:
+            # The upload service holds the case row lock here, so two uploads cannot take the
+            # same number; the unique constraint guards any other writer.
+            last = Image.objects.filter(case_id=self.case_id).aggregate(last=models.Max("position"))["last"]
+            self.position = (last or 0) + 1
+        super().save(*args, **kwargs)
+
+    @property
+    def is_withdrawn(self) -> bool:
+        return self.withdrawn_at is not None
 
 
 class InferenceJob(models.Model):

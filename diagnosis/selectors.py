@@ -30,23 +30,29 @@ def case_list_for_user(*, user: User) -> QuerySet[Case]:
 
 
 def image_list_for_user(*, user: User) -> QuerySet[Image]:
-    return Image.objects.filter(case__patient__department_id=_department_id(user)).select_related("case__patient")
+    """The department's images; a withdrawn image is gone from pages and API (404)."""
+    return (
+        Image.objects.current()
+        .filter(case__patient__department_id=_department_id(user))
+        .select_related("case__patient")
+    )
 
 
 def job_list_for_user(*, user: User) -> QuerySet[InferenceJob]:
-    return InferenceJob.objects.filter(image__case__patient__department_id=_department_id(user)).select_related(
-        "image__case__patient", "prediction"
-    )
+    return InferenceJob.objects.filter(
+        image__case__patient__department_id=_department_id(user), image__withdrawn_at__isnull=True
+    ).select_related("image__case__patient", "prediction")
 
 
 def prediction_list_for_user(*, user: User) -> QuerySet[Prediction]:
-    return Prediction.objects.filter(job__image__case__patient__department_id=_department_id(user)).select_related(
-        "job__image__case"
-    )
+    return Prediction.objects.filter(
+        job__image__case__patient__department_id=_department_id(user), job__image__withdrawn_at__isnull=True
+    ).select_related("job__image__case")
 
 
 def _latest_job(field: str) -> Subquery:
-    jobs = InferenceJob.objects.filter(image__case=OuterRef("pk")).order_by("-created_at", "-id")
+    jobs = InferenceJob.objects.filter(image__case=OuterRef("pk"), image__withdrawn_at__isnull=True)
+    jobs = jobs.order_by("-created_at", "-id")
     return Subquery(jobs.values(field)[:1])
 
 
@@ -135,12 +141,15 @@ def worklist(
 
 
 def case_detail(*, user: User, case_id: int) -> Case:
-    """One case with its images, jobs and predictions prefetched (raises Case.DoesNotExist)."""
+    """One case with its images (withdrawn ones left out), jobs and predictions prefetched
+    (raises Case.DoesNotExist)."""
     jobs = InferenceJob.objects.select_related("prediction").order_by("created_at", "id")
     return (
         case_list_for_user(user=user)
         .select_related("report__signed_by")  # the API's report summary, in the same query
-        .prefetch_related(Prefetch("images", queryset=Image.objects.prefetch_related(Prefetch("jobs", queryset=jobs))))
+        .prefetch_related(
+            Prefetch("images", queryset=Image.objects.current().prefetch_related(Prefetch("jobs", queryset=jobs)))
+        )
         .get(pk=case_id)
     )
 
@@ -148,7 +157,7 @@ def case_detail(*, user: User, case_id: int) -> Case:
 def patient_history(*, patient: Patient) -> QuerySet[Case]:
     """All of a patient's cases with their uploads, oldest upload first within a case."""
     jobs = InferenceJob.objects.select_related("prediction").order_by("created_at", "id")
-    images = Image.objects.select_related("uploaded_by").prefetch_related(Prefetch("jobs", queryset=jobs))
+    images = Image.objects.current().select_related("uploaded_by").prefetch_related(Prefetch("jobs", queryset=jobs))
     return (
         patient.cases.select_related("created_by")
         .prefetch_related(Prefetch("images", queryset=images))

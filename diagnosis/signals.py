@@ -8,9 +8,13 @@ stale order. Queryset .update() calls bypass these; none of them changes what th
 from __future__ import annotations
 
 from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from diagnosis.models import Case, Image, InferenceJob, Prediction
+
+# Sent by services.image_withdraw inside its transaction, with image, user and reason: the audit
+# app (which builds on this one) records it, so diagnosis needs no import of audit.
+image_withdrawn = Signal()
 
 
 def _refresh(case_id: int | None) -> None:

@@ -1,8 +1,10 @@
 """The signed report as a PDF (reportlab): what goes into the patient's record.
 
-Built from the Report row (the AI result copied at signing), the case's images as the page shows
-them (the rendered PNG of a DICOM, else the upload) with the Grad-CAM heatmap over them when the
-worker made one, and the model's card (calibration, intended use) when the model is installed.
+Built from the Report row (the AI result copied at signing), the images the report was signed on
+(never one uploaded later), as the page shows them (the rendered PNG of a DICOM, else the upload)
+with the Grad-CAM heatmap of the result signed over them when the worker made one, and the
+model's card (calibration, intended use) when the model is installed. Images are numbered by
+their position in the case, as on the pages.
 """
 
 from __future__ import annotations
@@ -100,9 +102,31 @@ def _flowable(picture: PILImage.Image) -> PDFImage:
     return PDFImage(buffer, width=picture.width * scale, height=picture.height * scale)
 
 
-def _latest_job(image: Image) -> InferenceJob | None:
-    jobs = sorted(image.jobs.all(), key=lambda job: (job.created_at, job.pk))
-    return jobs[-1] if jobs else None
+def _signed_images(report: Report, case: Case) -> list[tuple[Image, dict, InferenceJob | None]]:
+    """The images the report was signed on, each with its AI result as copied at signing and the
+    job that made it: an image uploaded later, or a job finishing later, never enters the PDF."""
+    images = {image.pk: image for image in case.images.all()}
+    signed = []
+    for entry in report.ai_results or []:
+        image = images.get(entry.get("image"))
+        if image is None:
+            continue
+        job = next((job for job in image.jobs.all() if job.pk == entry.get("job")), None)
+        signed.append((image, entry, job))
+    return sorted(signed, key=lambda item: item[0].position)
+
+
+def _ai_line(entry: dict, job: InferenceJob | None) -> str:
+    status = entry.get("status")
+    if status is None:
+        return "AI: no classification when signed"
+    if status == InferenceJob.Status.SUCCEEDED and entry.get("label"):
+        model = f"{entry.get('model_name', '')} {entry.get('model_version', '')}".strip()
+        return f"AI: {display_name(entry['label'])} {_percent(entry.get('probability'))} ({model})"
+    reason = entry.get("rejection_reason") or ""
+    if not reason and job is not None and job.status == status == InferenceJob.Status.FAILED:
+        reason = job.error_message
+    return f"AI: {InferenceJob.Status(status).label.lower()} when signed. {reason}".strip()
 
 
 def _table(rows: list[list], widths: tuple[float, float] = (45 * mm, 125 * mm)) -> Table:
@@ -129,7 +153,14 @@ def render_report_pdf(*, report: Report, case: Case) -> bytes:
     def para(text: str, style=body) -> Paragraph:
         return Paragraph(escape(text).replace("\n", "<br/>"), style)
 
+    def long_text(label: str, text: str) -> list:
+        """Free text of any documented length as its own flowables, never inside a table cell:
+        a table row cannot split across pages (a 4,500-character impression in a cell raised
+        reportlab's LayoutError), a paragraph can."""
+        return [Paragraph(label, styles["Heading4"]), para(text)]
+
     patient = case.patient
+    signed_images = _signed_images(report, case)
     spec = None
     if report.ai_model_name:
         spec = find_model(settings.XNET_MODEL_DIR, report.ai_model_name, report.ai_model_version)
@@ -149,29 +180,24 @@ def render_report_pdf(*, report: Report, case: Case) -> bytes:
             [
                 ["Case", str(case.pk)],
                 ["Modality", case.get_modality_display()],
-                ["Indication", para(case.indication or "-")],
                 ["Case created", _when(case.created_at)],
-                ["Images", str(len(case.images.all()))],
+                ["Images", str(len(signed_images))],
             ]
         ),
+        *long_text("Indication", case.indication or "-"),
         Paragraph("Images", styles["Heading2"]),
     ]
-    for image in case.images.all():
-        job = _latest_job(image)
-        prediction = getattr(job, "prediction", None) if job and job.status == InferenceJob.Status.SUCCEEDED else None
+    for image, entry, job in signed_images:
+        prediction = None
+        if entry.get("status") == InferenceJob.Status.SUCCEEDED and job is not None:
+            prediction = getattr(job, "prediction", None)
         picture = _open_picture(image)
         size = f"{image.width} x {image.height} {image.format}"
-        lines = [f"Image {image.pk}: {size}, uploaded {_when(image.uploaded_at)}"]
+        lines = [f"Image {image.position}: {size}, uploaded {_when(image.uploaded_at)}"]
         if image.dicom:
             dicom = image.dicom
             lines.append(f"Study date {dicom.get('study_date', '-')}, view {dicom.get('view_position', '-')}")
-        if prediction is not None:
-            lines.append(
-                f"AI: {display_name(prediction.top_label)} {_percent(prediction.top_probability)} "
-                f"({prediction.model_name} {prediction.model_version})"
-            )
-        elif job is not None:
-            lines.append(f"AI: {job.get_status_display()} {job.rejection_reason or job.error_message}".strip())
+        lines.append(_ai_line(entry, job))
         parts = [para(line, small) for line in lines]
         if picture is not None:
             picture, with_heatmap = _heatmap_over(picture, prediction)
@@ -201,13 +227,19 @@ def render_report_pdf(*, report: Report, case: Case) -> bytes:
         Paragraph("Radiologist", styles["Heading2"]),
         _table(
             [
-                ["Finding", para(_label(report.final_label, report.other_finding))],
+                [
+                    "Finding",
+                    "Other finding (described below)"
+                    if report.final_label == Report.OTHER
+                    else para(_label(report.final_label)),
+                ],
                 ["Agrees with AI", "yes" if report.agrees_with_ai else "no"],
-                ["Impression", para(report.impression)],
                 ["Signed by", para(_person(report.signed_by))],
                 ["Signed at", _when(report.signed_at)],
             ]
         ),
+        *(long_text("Other finding", report.other_finding or "-") if report.final_label == Report.OTHER else []),
+        *long_text("Impression", report.impression),
     ]
     addenda = list(report.addenda.all())
     if addenda:

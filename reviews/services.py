@@ -50,7 +50,7 @@ def _text(value: str, *, field: str, missing: str, errors: dict[str, str]) -> st
 
 def _case_with_results(case_id: int) -> Case:
     jobs = InferenceJob.objects.select_related("prediction").order_by("created_at", "id")
-    images = Image.objects.prefetch_related(Prefetch("jobs", queryset=jobs)).order_by("uploaded_at", "id")
+    images = Image.objects.current().prefetch_related(Prefetch("jobs", queryset=jobs)).order_by("uploaded_at", "id")
     return Case.objects.select_related("patient").prefetch_related(Prefetch("images", queryset=images)).get(pk=case_id)
 
 
@@ -140,6 +140,8 @@ def report_sign(
                 report.save()
         except IntegrityError:
             raise ReviewConflict("This case was signed a moment ago by someone else.", code="already_signed") from None
+        # From now on the worklist shows the finding the report recorded, whatever arrives later.
+        fresh.refresh_reading_order()
     return report
 
 

@@ -17,6 +17,7 @@ API_PATHS = {
     "/api/v1/cases/from-dicom/": {"post"},
     "/api/v1/images/{id}/": {"get"},
     "/api/v1/images/{id}/file/": {"get"},
+    "/api/v1/images/{id}/withdraw/": {"post"},
     "/api/v1/jobs/{id}/": {"get"},
     "/api/v1/predictions/{id}/": {"get"},
     "/api/v1/predictions/{id}/heatmap/": {"get"},

@@ -164,7 +164,10 @@ def test_new_case_registers_the_patient_from_the_dicom_then_matches_it(rad_clien
     assert patient.department == radiologist.department
     assert response["Location"] == reverse("case_detail", args=[Case.objects.get().pk])
 
-    assert new_case(rad_client, upload(make_dicom(patient_id="P-42", patient_name="Other^Name"))).status_code == 302
+    # The same person again (the name as another modality spells it) is filed under her; a DICOM
+    # whose identity disagrees is refused (tests/test_dicom_identity.py).
+    same = make_dicom(patient_id="P-42", patient_name="HODGKIN^DOROTHY", birth_date="19100512", sex="F")
+    assert new_case(rad_client, upload(same)).status_code == 302
     assert Patient.objects.count() == 1
     assert Case.objects.filter(patient=patient).count() == 2
 

@@ -6,6 +6,8 @@ creates a case whose patient comes from the DICOM.
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pytest
 
@@ -22,7 +24,15 @@ FROM_DICOM_URL = "/api/v1/cases/from-dicom/"
 
 @pytest.fixture
 def patient(radiologist):
-    return PatientFactory(department=radiologist.department, created_by=radiologist, mrn="MRN-1001", name="Jane Doe")
+    # The person make_dicom() names: Doe^Jane, born 1980-01-02, female.
+    return PatientFactory(
+        department=radiologist.department,
+        created_by=radiologist,
+        mrn="MRN-1001",
+        name="Jane Doe",
+        birth_date=date(1980, 1, 2),
+        sex=Patient.Sex.FEMALE,
+    )
 
 
 @pytest.fixture

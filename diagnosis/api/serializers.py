@@ -7,14 +7,19 @@ so they never query per row.
 
 from __future__ import annotations
 
+from datetime import date
+
 from django.core.exceptions import ObjectDoesNotExist
+from django.core.validators import RegexValidator
 from django.db.models import QuerySet
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from diagnosis import selectors
+from diagnosis.forms import CaseCreateForm
 from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
 
 # Errors ------------------------------------------------------------------------------------
@@ -43,14 +48,19 @@ class InputSerializer(serializers.Serializer):
     """Base of every request body: a field the endpoint does not know is an error, not dropped.
 
     A client that sends `date_of_birth` for `birth_date` must hear about it; silently ignoring it
-    would register the patient without a birth date and answer 201.
+    would register the patient without a birth date and answer 201. Query parameters use the
+    same rule (diagnosis.api.filters.QueryParameters).
     """
 
+    unknown_kind = "field"
+    unknown_code = "unknown_field"
+    also_accepted: tuple[str, ...] = ()  # names that another part of DRF reads (`page`, `format`)
+
     def to_internal_value(self, data):
-        accepted = [name for name, field in self.fields.items() if not field.read_only]
+        accepted = [name for name, field in self.fields.items() if not field.read_only] + list(self.also_accepted)
         unknown = sorted(set(data.keys()) - set(accepted)) if hasattr(data, "keys") else []
-        message = f"Unknown field; this endpoint accepts {', '.join(accepted)}."
-        unknown_errors = {name: [ErrorDetail(message, code="unknown_field")] for name in unknown}
+        message = f"Unknown {self.unknown_kind}; this endpoint accepts {', '.join(accepted) or 'none'}."
+        unknown_errors = {name: [ErrorDetail(message, code=self.unknown_code)] for name in unknown}
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:  # one answer names every problem
@@ -60,6 +70,13 @@ class InputSerializer(serializers.Serializer):
         if unknown_errors:
             raise serializers.ValidationError(unknown_errors)
         return value
+
+
+# The new-case page's limit, so the API stores nothing the page could not.
+INDICATION_MAX_LENGTH = CaseCreateForm.base_fields["indication"].max_length
+# DRF trims strings, so one of spaces only is blank and refused; the pattern puts that in the
+# schema (minLength 1 alone lets a client, and schemathesis, believe "  " is accepted).
+NOT_BLANK = RegexValidator(r"\S", message="This field may not be blank.", code="blank")
 
 
 # Patients ----------------------------------------------------------------------------------
@@ -75,9 +92,11 @@ class PatientSerializer(serializers.ModelSerializer):
 
 
 class PatientCreateSerializer(InputSerializer):
-    mrn = serializers.CharField(max_length=64, help_text="Medical record number, unique in your department.")
-    name = serializers.CharField(max_length=200)
-    birth_date = serializers.DateField(required=False, allow_null=True)
+    mrn = serializers.CharField(
+        max_length=64, validators=[NOT_BLANK], help_text="Medical record number, unique in your department."
+    )
+    name = serializers.CharField(max_length=200, validators=[NOT_BLANK])
+    birth_date = serializers.DateField(required=False, allow_null=True, help_text="Not in the future.")
     sex = serializers.ChoiceField(choices=Patient.Sex.choices, default=Patient.Sex.UNKNOWN)
 
     def validate_mrn(self, mrn: str) -> str:
@@ -86,6 +105,11 @@ class PatientCreateSerializer(InputSerializer):
         if selectors.patient_list_for_user(user=user).filter(mrn=mrn).exists():
             raise serializers.ValidationError("A patient with this MRN is already registered in your department.")
         return mrn
+
+    def validate_birth_date(self, birth_date: date | None) -> date | None:
+        if birth_date is not None and birth_date > timezone.localdate():
+            raise serializers.ValidationError("A birth date cannot be in the future.", code="future")
+        return birth_date
 
 
 # Predictions and jobs ----------------------------------------------------------------------
@@ -154,8 +178,22 @@ class PredictionDetailSerializer(PredictionSerializer):
         read_only_fields = fields
 
 
+class BlankAsNullChoiceField(serializers.ChoiceField):
+    """A model's optional choice (stored as "") written as null: "" is outside the enum the
+    schema promises, so clients validating against it failed on every job without one."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(read_only=True, allow_null=True, **kwargs)
+
+    def to_representation(self, value: str) -> str | None:
+        return value or None
+
+
 class JobSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:job-detail")
+    rejection_code = BlankAsNullChoiceField(
+        choices=InferenceJob.Rejection.choices, help_text="Why the input gate refused the image; null otherwise."
+    )
     model_card_url = ModelCardUrlField()
     case = serializers.IntegerField(source="image.case_id", read_only=True)
     # allow_null: a job without a prediction yet reads as null (the reverse one-to-one raises
@@ -200,6 +238,11 @@ class ImageSerializer(serializers.ModelSerializer):
         choices=Modality.choices, read_only=True, help_text="Which model classifies this image."
     )
     frame = serializers.SerializerMethodField(help_text="The classified frame of a multi-frame DICOM (from 1).")
+    position = serializers.IntegerField(
+        read_only=True,
+        help_text="The image's number in its case (1, 2, 3... in upload order), as pages and the PDF report "
+        "name it; a withdrawn image keeps its number and is not listed.",
+    )
     dicom = serializers.DictField(
         read_only=True,
         help_text="DICOM header fields read at upload (modality, body part, view position, patient, study, UIDs, "
@@ -212,6 +255,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "id",
             "url",
             "case",
+            "position",
             "file",
             "original_name",
             "format",
@@ -253,6 +297,12 @@ class ImageUploadSerializer(InputSerializer):
     )
 
 
+class ImageWithdrawSerializer(InputSerializer):
+    reason = serializers.CharField(
+        max_length=2000, help_text="Why the image is withdrawn (a mistaken upload); kept in the audit trail."
+    )
+
+
 class DicomCaseCreateSerializer(ImageUploadSerializer):
     """A new case from one DICOM: the patient is taken from it (PatientID = record number)."""
 
@@ -263,7 +313,7 @@ class DicomCaseCreateSerializer(ImageUploadSerializer):
         allow_null=True,
         help_text="The case's modality; by default the DICOM's (needed for OT/SC objects).",
     )
-    indication = serializers.CharField(required=False, allow_blank=True, default="")
+    indication = serializers.CharField(required=False, allow_blank=True, default="", max_length=INDICATION_MAX_LENGTH)
 
 
 class UploadResultSerializer(serializers.Serializer):
@@ -380,19 +430,28 @@ class CaseDetailSerializer(CaseSerializer):
 
 
 class DepartmentPatientField(serializers.PrimaryKeyRelatedField):
-    """A patient id, looked up among the requesting user's department only."""
+    """A patient id, looked up among the requesting user's department only.
+
+    The id must be a whole number: DRF's related field handed 1.5 to the database lookup, which
+    truncated it and found patient 1.
+    """
 
     default_error_messages = {"does_not_exist": "Unknown patient."}
 
     def get_queryset(self) -> QuerySet[Patient]:
         return selectors.patient_list_for_user(user=self.context["request"].user)
 
+    def to_internal_value(self, data) -> Patient:
+        if isinstance(data, bool):  # True is an int to Python, not an id to a client
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        return super().to_internal_value(serializers.IntegerField(min_value=1).run_validation(data))
+
 
 class CaseCreateSerializer(InputSerializer):
     # The queryset is only a type hint for the schema; lookups go through get_queryset.
     patient = DepartmentPatientField(queryset=Patient.objects.none(), help_text="Patient id.")
     modality = serializers.ChoiceField(choices=Modality.choices)
-    indication = serializers.CharField(required=False, allow_blank=True, default="")
+    indication = serializers.CharField(required=False, allow_blank=True, default="", max_length=INDICATION_MAX_LENGTH)
 
 
 # Installed models --------------------------------------------------------------------------
