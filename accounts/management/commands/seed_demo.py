@@ -127,3 +127,7 @@ class Command(BaseCommand):
             else:
                 shown = account.password
             self.stdout.write(f"  {account.label:<38} username {user.username:<12} password {shown}")
+        self.stdout.write(
+            "The department admin and the site admin set up two-factor authentication (an authenticator app) "
+            "at their first login."
+        )
