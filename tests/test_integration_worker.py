@@ -11,9 +11,10 @@ from functools import partial
 
 import pytest
 
-from diagnosis.models import InferenceJob, Prediction
+from diagnosis.models import Image, InferenceJob, Prediction
 from ml.labels import display_name
-from tests.workers import WorkerPool, api_upload, case_for, finished_job, wait_for
+from tests.conftest import RESOURCES
+from tests.workers import WorkerPool, api_upload, case_for, finished_job, poison_jpeg_bytes, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -112,3 +113,45 @@ def test_ct_without_installed_model_fails_with_message(
     assert _text_of(block, "job-status").lower() == "failed"
     assert "no model installed for CT" in block
     assert 'class="top-label"' not in block
+
+
+def test_poison_image_in_a_batch_fails_alone_in_a_real_worker(workers, api, radiologist, settings):
+    """Fault injection through the real path: three images wait, one of them a greyscale JPEG with
+    a malformed EXIF block (stored before the upload check refused such files). The worker's
+    first message claims all three for one model call; only the poison one fails, with its
+    reason, on its first attempt, and no attempt of the others is burnt."""
+    case = case_for(radiologist, "xray")
+    sources = sorted(RESOURCES.glob("kermany_*.jpg"))[:3]
+    bodies = [api_upload(api, case, path.read_bytes()) for path in sources]
+    poisoned = Image.objects.get(pk=bodies[1]["image"]["id"])
+    with open(poisoned.file.path, "wb") as handle:
+        handle.write(poison_jpeg_bytes(sources[1].read_bytes()))
+
+    worker = workers.start()
+    jobs = [
+        wait_for(partial(finished_job, body["job"]["id"]), timeout=JOB_TIMEOUT, what="the job", log=worker.log)
+        for body in bodies
+    ]
+
+    good = [jobs[0], jobs[2]]
+    assert [(job.status, job.attempt) for job in good] == [(InferenceJob.Status.SUCCEEDED, 1)] * 2
+    poison = jobs[1]
+    assert (poison.status, poison.attempt) == (InferenceJob.Status.FAILED, 1)
+    assert "EXIF" in poison.error_message
+    assert "Gave up" not in poison.error_message
+    assert str(settings.MEDIA_ROOT) not in poison.error_message
+    # One task ran the batch; the others' messages found their jobs done.
+    log = worker.log()
+    assert len(re.findall(r"Task diagnosis\.tasks\.run_inference_job\[\S+\] succeeded", log)) == 3
+    assert "raised unexpected" not in log
+    detail = api.get(bodies[1]["job"]["url"]).json()
+    assert (detail["status"], detail["error_message"]) == ("failed", poison.error_message)
+
+
+def test_worker_children_draw_their_own_restart_limit(workers, settings):
+    worker = workers.start(env={"CELERY_WORKER_MAX_TASKS_PER_CHILD": "100"})
+    pattern = r"Pool child \d+ restarts after (\d+) tasks"
+    wait_for(lambda: re.search(pattern, worker.log()), timeout=30, what="the child's limit", log=worker.log)
+    limits = [int(n) for n in re.findall(pattern, worker.log())]
+    assert len(limits) == 1
+    assert 100 <= limits[0] <= 150
