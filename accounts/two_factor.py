@@ -144,6 +144,6 @@ def qr_code_svg(data: str) -> str:
     import qrcode.image.svg
 
     buffer = io.BytesIO()
-    qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=8).save(buffer)
+    qrcode.make(data, image_factory=qrcode.image.svg.SvgPathImage, box_size=14).save(buffer)
     svg = buffer.getvalue().decode()
     return svg[svg.index("<svg") :]  # drop the XML declaration: the SVG sits inside HTML

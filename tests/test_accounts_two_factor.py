@@ -32,6 +32,7 @@ def enrol(client, user) -> list[str]:
     device = TOTPDevice.objects.get(user=user, confirmed=False)
     response = client.post(reverse("otp_setup"), {"code": totp_code(device)})
     assert response.status_code == 200
+    assertContains(response, f'href="{reverse("worklist")}"')  # onwards from the codes page
     return response.context["codes"]
 
 
