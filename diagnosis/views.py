@@ -273,7 +273,7 @@ def job_retry(request: HttpRequest, job_id: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, f"Image {job.image_id} queued for classification again.")
+        messages.success(request, f"Image {job.image.position} queued for classification again.")
     return redirect(f"{reverse('case_detail', args=[case_id])}#image-{job.image_id}")
 
 

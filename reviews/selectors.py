@@ -78,6 +78,7 @@ def ai_results(*, case: Case) -> list[dict]:
         results.append(
             {
                 "image": image.pk,
+                "position": image.position,
                 "job": job.pk if job else None,
                 "status": job.status if job else None,
                 "label": prediction.top_label if prediction else None,
