@@ -15,6 +15,7 @@ from django.db.models import Count, Q
 
 from audit import charts
 from diagnosis.models import InferenceJob, Prediction
+from health.selectors import silence_warnings
 from ml.labels import DISPLAY_NAMES, display_name
 from reviews.models import Report
 
@@ -139,6 +140,12 @@ class ModelVersionStats:
 
 
 _KNOWN_ORDER = {label: n for n, label in enumerate(DISPLAY_NAMES)}
+
+
+def service_warnings() -> list[str]:
+    """Beat or every worker of a queue silent (health app heartbeats): the dashboard says so,
+    because results stop arriving and nothing else on the pages would tell why."""
+    return [warning.message for warning in silence_warnings()]
 
 
 def _ordered(labels: set[str]) -> list[str]:

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from audit.dashboard import dashboard_for_department
+from audit.dashboard import dashboard_for_department, service_warnings
 from audit.forms import AuditFilterForm
 from audit.selectors import audit_event_list_for_admin
 
@@ -40,4 +40,5 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if not request.user.department_id:
         raise PermissionDenied("The dashboard is per department; site admins belong to none.")
     versions = dashboard_for_department(department_id=request.user.department_id)
-    return render(request, "audit/dashboard.html", {"versions": versions})
+    context = {"versions": versions, "service_warnings": service_warnings()}
+    return render(request, "audit/dashboard.html", context)

@@ -42,9 +42,9 @@ def beat_last_seen() -> datetime | None:
     return Heartbeat.objects.filter(kind=Heartbeat.Kind.BEAT).values_list("last_seen", flat=True).first()
 
 
-def beat_silent(*, now: datetime | None = None) -> bool:
+def beat_silent(*, seen: datetime | None, now: datetime | None = None) -> bool:
+    """No beat heartbeat within XNET_BEAT_SILENT_AFTER; `seen` is beat_last_seen()."""
     now = now or timezone.now()
-    seen = beat_last_seen()
     return seen is None or seen < now - timedelta(seconds=settings.XNET_BEAT_SILENT_AFTER)
 
 
@@ -58,8 +58,8 @@ def silence_warnings(*, now: datetime | None = None) -> list[Warning]:
     """What an operator must know: beat or every worker of a queue has stopped reporting."""
     now = now or timezone.now()
     warnings = []
-    if beat_silent(now=now):
-        seen = beat_last_seen()
+    seen = beat_last_seen()
+    if beat_silent(now=now, seen=seen):
         since = f"since {timezone.localtime(seen):%Y-%m-%d %H:%M}" if seen else "ever"
         warnings.append(
             Warning(

@@ -53,7 +53,7 @@ def _workers(now: datetime) -> dict:
 def _beat(now: datetime) -> dict:
     try:
         seen = selectors.beat_last_seen()
-        silent = selectors.beat_silent(now=now)
+        silent = selectors.beat_silent(now=now, seen=seen)
     except Exception as exc:
         return {"ok": False, "error": type(exc).__name__}
     return {"ok": not silent, "last_seen": seen.isoformat() if seen else None}

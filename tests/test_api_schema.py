@@ -19,6 +19,7 @@ API_PATHS = {
     "/api/v1/images/{id}/file/": {"get"},
     "/api/v1/images/{id}/withdraw/": {"post"},
     "/api/v1/jobs/{id}/": {"get"},
+    "/api/v1/jobs/{id}/retry/": {"post"},
     "/api/v1/predictions/{id}/": {"get"},
     "/api/v1/predictions/{id}/heatmap/": {"get"},
     "/api/v1/models/": {"get"},
