@@ -36,8 +36,9 @@ def test_worklist_query_count_does_not_grow_with_cases(rad_client, radiologist, 
     add_cases(radiologist, 27)
     with_thirty = worklist_queries(rad_client, **params)
     assert with_three == with_thirty
-    # session + user + department (top bar) + count + page
-    assert with_thirty <= 6
+    # session + user + department (top bar) + count + page, and the audit event of the list read
+    # (savepoint, insert, release inside the test's transaction)
+    assert with_thirty <= 9
 
 
 def test_patient_page_query_count_does_not_grow_with_history(rad_client, radiologist):
