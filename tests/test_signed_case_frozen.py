@@ -7,9 +7,12 @@ case stayed "signed", and the signed report's PDF grew an image uploaded after t
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection, connections, transaction
 from django.urls import reverse
 from pypdf import PdfReader
 
@@ -144,3 +147,44 @@ def test_pdf_shows_only_what_was_signed(radiologist):
     assert "Tuberculosis" not in text
     assert sum(len(page.images) for page in PdfReader(io.BytesIO(content)).pages) == 2
     assert len(report.ai_results) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_waiting_on_a_signature_is_refused_once_it_commits(radiologist, chest_xray_bytes):
+    """The upload passed the first check before the signature committed; it waits on the case row
+    lock that signing holds, then finds the report and is refused (nothing written)."""
+    case = CaseFactory(patient=PatientFactory(department=radiologist.department, created_by=radiologist))
+    PredictionFactory(job__image__case=case, job__image__uploaded_by=radiologist)
+    outcome: list[str] = []
+
+    def upload_now() -> None:
+        try:
+            diagnosis_services.image_upload(case=case, file=upload(chest_xray_bytes), uploaded_by=radiologist)
+            outcome.append("stored")
+        except diagnosis_services.CaseConflict as exc:
+            outcome.append(exc.code)
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        services.report_sign(case=case, signed_by=radiologist, agrees_with_ai=True, impression="Pneumonia.")
+        uploader = threading.Thread(target=upload_now)
+        uploader.start()
+        # Commit only once the upload is blocked on the row lock (PostgreSQL says so), not after
+        # a guessed delay; the thread join below bounds a hang.
+        while not _someone_waits_on_a_lock():
+            assert uploader.is_alive(), outcome
+            time.sleep(0.01)
+    uploader.join(timeout=60)
+
+    assert outcome == ["case_signed"]
+    assert Image.objects.filter(case=case).count() == 1
+
+
+def _someone_waits_on_a_lock() -> bool:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # a new look, not this transaction's first one
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
