@@ -12,7 +12,8 @@ from django.core.files.base import ContentFile
 from django.test import Client
 from django.urls import reverse
 
-from tests.factories import CaseFactory, PatientFactory, PredictionFactory, png_bytes
+from tests.factories import CaseFactory, InferenceJobFactory, PatientFactory, PredictionFactory, png_bytes
+from tests.test_browser import browser  # noqa: F401 - the shared Chromium fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -144,3 +145,60 @@ def test_api_answers(api, prediction):
         response = api.get(missing)
         assert response.status_code == 404
         assert_protected(response, html=False)
+
+
+# In a real browser: the policy blocks nothing the pages need -----------------------------------
+
+RECORD_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", function (event) {
+  window.__cspViolations.push(event.violatedDirective + " " + event.blockedURI + " " + event.sourceFile);
+});
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_pages_run_under_the_policy_in_chromium(browser, live_server, radiologist, django_user_model):  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    patient = PatientFactory(department=radiologist.department, created_by=radiologist, mrn="A-1001")
+    done = CaseFactory(patient=patient, created_by=radiologist)
+    PredictionFactory(job__image__case=done, heatmap=ContentFile(png_bytes(), name="heatmap.png"))
+    polling = CaseFactory(patient=patient, created_by=radiologist)
+    InferenceJobFactory(image__case=polling, status="pending")
+    site_admin = django_user_model.objects.create_superuser("root", "root@example.org", "x-very-long-pw-1")
+
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_VIOLATIONS})
+    wait = WebDriverWait(browser, 30)
+
+    def sign_in(user) -> None:
+        client = Client()
+        client.force_login(user)
+        browser.get(f"{live_server.url}/accounts/login/")
+        browser.delete_all_cookies()
+        browser.add_cookie({"name": "sessionid", "value": client.cookies["sessionid"].value, "path": "/"})
+
+    def visit(path: str, ready_selector: str) -> None:
+        browser.get(f"{live_server.url}{path}")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ready_selector)))
+        assert browser.execute_script("return window.__cspViolations") == [], path
+
+    sign_in(radiologist)
+    visit("/", "main")
+    visit("/patients/?q=A-1001", "main")
+    visit(f"/cases/{done.pk}/", ".heatmap-overlay")
+    visit(f"/cases/{polling.pk}/", "#case-live")
+    polled = "return performance.getEntriesByType('resource').some(e => e.name.indexOf('/status/') > 0)"
+    wait.until(lambda driver: driver.execute_script(polled))  # the status polling's fetch went out
+    assert browser.execute_script("return window.__cspViolations") == []
+    visit("/api/docs/", ".swagger-ui .info")  # Swagger UI's bundle and start-up script
+    sign_in(site_admin)
+    visit(f"/admin/diagnosis/case/{done.pk}/change/", "#case_form")
+
+    # The recorder does see what the policy blocks: an injected inline script.
+    browser.execute_script("var s = document.createElement('script'); s.textContent = '1'; document.body.append(s)")
+    wait.until(lambda driver: driver.execute_script("return window.__cspViolations.length"))
+    assert "script-src" in browser.execute_script("return window.__cspViolations")[0]
