@@ -68,8 +68,15 @@ def test_other_departments_patient_is_unknown(api, other_department):
 
 @pytest.mark.parametrize(
     ("patient", "message"),
-    [(None, "This field may not be null."), (987654, "Unknown patient."), ("abc", "Incorrect type.")],
-    ids=["null", "missing-id", "not-an-id"],
+    [
+        (None, "This field may not be null."),
+        (987654, "Unknown patient."),
+        ("abc", "A valid integer is required."),
+        (1.5, "A valid integer is required."),  # was truncated to patient 1
+        (True, "A valid integer is required."),
+        (0, "Ensure this value is greater than or equal to 1."),
+    ],
+    ids=["null", "missing-id", "not-an-id", "fraction", "boolean", "zero"],
 )
 def test_bad_patient_reference(api, patient, message):
     response = api.post("/api/v1/cases/", {"patient": patient, "modality": "xray"}, format="json")
@@ -95,8 +102,8 @@ def test_list_query_count_does_not_grow(api, patient, django_assert_max_num_quer
     for _ in range(5):
         PredictionFactory(job__image__case=_case(patient))
     api.get("/api/v1/cases/")  # the token's first use in an interval also writes an audit event
-    # auth token, count, page
-    with django_assert_max_num_queries(3):
+    # auth token, count, page, and the audit event of the list read (savepoint, insert, release)
+    with django_assert_max_num_queries(6):
         assert len(_ids(api.get("/api/v1/cases/"))) == 5
 
 

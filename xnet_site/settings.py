@@ -322,11 +322,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "diagnosis.api.errors.exception_handler",
-    "DEFAULT_PARSER_CLASSES": [
-        "diagnosis.api.parsers.JSONParser",  # DRF's, with too deep nesting a 400, not a 500
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
-    ],
+    # Bodies are JSON (the upload views take multipart/form-data themselves): a form encoding
+    # cannot say null, so `birth_date=` was read as null where the schema promised a date.
+    "DEFAULT_PARSER_CLASSES": ["diagnosis.api.parsers.JSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "XNET API",

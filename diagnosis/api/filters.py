@@ -1,8 +1,9 @@
-"""Query-parameter filters for the list endpoints.
+"""Query parameters of the API's endpoints, the list filters among them.
 
 Plain serializers over `request.query_params`: a malformed value is a 400 in the API's error
 format naming the parameter, never a silently ignored filter (which would return the wrong
-patients' cases) and never a 500.
+patients' cases) and never a 500. So are a parameter the endpoint does not know (`patient_id`
+for `patient`), a blank one and a repeated one: each of them used to return every row.
 """
 
 from __future__ import annotations
@@ -12,25 +13,50 @@ from datetime import date, datetime
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from accounts.models import User
 from diagnosis import selectors
+from diagnosis.api.serializers import InputSerializer
 from diagnosis.models import Case, InferenceJob, Modality, Patient
 
 CASE_STATUSES = [*InferenceJob.Status.values, "none"]
 
 
-@extend_schema_field(OpenApiTypes.STR)
+class QueryParameters(InputSerializer):
+    """Base of every endpoint's query parameters: unknown, blank and repeated ones are refused."""
+
+    unknown_kind = "query parameter"
+    unknown_code = "unknown_parameter"
+    also_accepted = ("format",)  # DRF's renderer override (`?format=json`)
+
+    def refused(self, data) -> dict[str, list[ErrorDetail]]:
+        errors = super().refused(data)
+        for name in set(data) & set(self.fields):
+            values = data.getlist(name)
+            if len(values) > 1:  # DRF would take the last one
+                errors[name] = [ErrorDetail("Give this parameter once.", code="repeated")]
+            elif values[0] == "":  # DRF would skip it, i.e. not filter at all
+                errors[name] = [ErrorDetail("This parameter may not be blank.", code="blank")]
+        return errors
+
+
+class ListParameters(QueryParameters):
+    also_accepted = ("page", "format")  # `page`: diagnosis.api.pagination
+
+
+# Schema: what the field parses, so a client (and schemathesis) sends what the server takes.
+@extend_schema_field({"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]})
 class DateOrDateTimeField(serializers.Field):
-    """A day (YYYY-MM-DD, whole day included) or an ISO 8601 date-time (exact instant)."""
+    """A day (YYYY-MM-DD, whole day included) or an RFC 3339 date-time (exact instant)."""
 
     default_error_messages = {"invalid": "Enter a date (YYYY-MM-DD) or an ISO 8601 date-time."}
 
     def to_internal_value(self, data: str) -> date | datetime:
-        value = str(data).strip()
+        # RFC 3339 allows a lower-case "t" and "z"; Django's parser takes upper case only.
+        value = str(data).strip().upper()
         try:
             if len(value) == 10:
                 return date.fromisoformat(value)
@@ -45,7 +71,7 @@ class DateOrDateTimeField(serializers.Field):
         return value.isoformat()
 
 
-class PatientFilter(serializers.Serializer):
+class PatientFilter(ListParameters):
     mrn = serializers.CharField(required=False, help_text="Exact medical record number.")
 
     def filter(self, patients: QuerySet[Patient]) -> QuerySet[Patient]:
@@ -53,7 +79,7 @@ class PatientFilter(serializers.Serializer):
         return patients.filter(mrn=mrn) if mrn else patients
 
 
-class CaseFilter(serializers.Serializer):
+class CaseFilter(ListParameters):
     status = serializers.ChoiceField(
         choices=CASE_STATUSES, required=False, help_text="Status of the case's latest job; `none`: no upload yet."
     )

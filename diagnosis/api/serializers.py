@@ -14,6 +14,7 @@ from django.core.validators import RegexValidator
 from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
@@ -57,19 +58,56 @@ class InputSerializer(serializers.Serializer):
     also_accepted: tuple[str, ...] = ()  # names that another part of DRF reads (`page`, `format`)
 
     def to_internal_value(self, data):
-        accepted = [name for name, field in self.fields.items() if not field.read_only] + list(self.also_accepted)
-        unknown = sorted(set(data.keys()) - set(accepted)) if hasattr(data, "keys") else []
-        message = f"Unknown {self.unknown_kind}; this endpoint accepts {', '.join(accepted) or 'none'}."
-        unknown_errors = {name: [ErrorDetail(message, code=self.unknown_code)] for name in unknown}
+        refused = self.refused(data) if hasattr(data, "keys") else {}
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:  # one answer names every problem
-            if unknown_errors and isinstance(exc.detail, dict):
-                raise serializers.ValidationError({**exc.detail, **unknown_errors}) from exc
+            if refused and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **refused}) from exc
             raise
-        if unknown_errors:
-            raise serializers.ValidationError(unknown_errors)
+        if refused:
+            raise serializers.ValidationError(refused)
         return value
+
+    def refused(self, data) -> dict[str, list[ErrorDetail]]:
+        """What DRF lets through: names the endpoint does not know, and in a JSON body values of
+        another JSON type than the schema's (DRF reads 0 as "0" for a text and "yes" as true)."""
+        accepted = [name for name, field in self.fields.items() if not field.read_only] + list(self.also_accepted)
+        message = f"Unknown {self.unknown_kind}; this endpoint accepts {', '.join(accepted) or 'none'}."
+        errors = {name: [ErrorDetail(message, code=self.unknown_code)] for name in sorted(set(data) - set(accepted))}
+        if not hasattr(data, "getlist"):  # JSON; every value of a form or a query string is text
+            for name, field in self.fields.items():
+                wrong = data.get(name) is not None and _json_type_error(field, data[name])
+                if wrong:
+                    errors[name] = [ErrorDetail(wrong, code="invalid")]
+        return errors
+
+
+class InputSerializerSchema(OpenApiSerializerExtension):
+    """In the schema, a request body takes no other properties: a client, and schemathesis,
+    reads that unknown fields are refused, as they are (400 unknown_field)."""
+
+    target_class = InputSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction) -> dict:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
+
+
+def _json_type_error(field: serializers.Field, value: object) -> str | None:
+    """DRF's own message when `value` is not of the field's JSON type, else None."""
+    if isinstance(field, serializers.BooleanField):
+        return None if isinstance(value, bool) else "Must be a valid boolean."
+    if isinstance(field, serializers.IntegerField | serializers.PrimaryKeyRelatedField):
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        return None if whole and not isinstance(value, bool) else "A valid integer is required."
+    if isinstance(field, serializers.FloatField):
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else "A valid number is required."
+    text = serializers.CharField | serializers.ChoiceField | serializers.DateField | serializers.DateTimeField
+    if isinstance(field, text):
+        return None if isinstance(value, str) else "Not a valid string."
+    return None
 
 
 # The new-case page's limit, so the API stores nothing the page could not.
@@ -284,11 +322,17 @@ class ImageWithJobsSerializer(ImageSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field({"type": "string", "format": "binary"})
+class UploadedFileField(serializers.FileField):
+    """A file part of a multipart form (drf-spectacular documents FileField as a URI string)."""
+
+
 class ImageUploadSerializer(InputSerializer):
     # Empty files pass here so that the upload inspection answers with its own message.
-    file = serializers.FileField(allow_empty_file=True, help_text="A PNG, JPEG or DICOM chest image.")
+    file = UploadedFileField(allow_empty_file=True, help_text="A PNG, JPEG or DICOM chest image.")
+    # No allow_null on form fields: a multipart form cannot send null (a blank one is left out).
     frame = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, help_text="Multi-frame DICOM: the frame to classify, from 1."
+        required=False, min_value=1, help_text="Multi-frame DICOM: the frame to classify, from 1."
     )
     confirm_modality = serializers.BooleanField(
         default=False,
@@ -306,11 +350,10 @@ class ImageWithdrawSerializer(InputSerializer):
 class DicomCaseCreateSerializer(ImageUploadSerializer):
     """A new case from one DICOM: the patient is taken from it (PatientID = record number)."""
 
-    file = serializers.FileField(allow_empty_file=True, help_text="A DICOM chest X-ray (CR/DX) or CT image.")
+    file = UploadedFileField(allow_empty_file=True, help_text="A DICOM chest X-ray (CR/DX) or CT image.")
     modality = serializers.ChoiceField(
         choices=Modality.choices,
         required=False,
-        allow_null=True,
         help_text="The case's modality; by default the DICOM's (needed for OT/SC objects).",
     )
     indication = serializers.CharField(required=False, allow_blank=True, default="", max_length=INDICATION_MAX_LENGTH)
@@ -429,6 +472,7 @@ class CaseDetailSerializer(CaseSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field({"type": "integer", "minimum": 1})
 class DepartmentPatientField(serializers.PrimaryKeyRelatedField):
     """A patient id, looked up among the requesting user's department only.
 

@@ -70,7 +70,8 @@ class KnownQueryParameters:
 
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)
-        self.query_parameters()
+        if hasattr(self, request.method.lower()):  # an unsupported method stays a 405
+            self.query_parameters()
 
 
 def _created(data: dict, url: str) -> Response:
