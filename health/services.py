@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import connections
 from django.utils import timezone
@@ -14,6 +14,8 @@ from django.utils import timezone
 from health.models import Heartbeat
 
 logger = logging.getLogger(__name__)
+
+PRUNE_AFTER = timedelta(days=1)
 
 
 def heartbeat_record(
@@ -30,6 +32,14 @@ def heartbeat_record(
 def heartbeat_forget(*, name: str) -> None:
     """A worker that stops cleanly leaves no heartbeat behind to be mistaken for a dead one."""
     Heartbeat.objects.filter(name=name).delete()
+
+
+def heartbeats_prune(*, now: datetime | None = None) -> int:
+    """Forget workers silent for a day (renamed, scaled down): by then any job they held is past
+    XNET_JOB_STALE_AFTER, and the sweeper need not look for them by name any more."""
+    now = now or timezone.now()
+    deleted, _ = Heartbeat.objects.filter(kind=Heartbeat.Kind.WORKER, last_seen__lt=now - PRUNE_AFTER).delete()
+    return deleted
 
 
 class HeartbeatThread(threading.Thread):
@@ -62,6 +72,7 @@ class HeartbeatThread(threading.Thread):
             heartbeat_record(
                 kind=Heartbeat.Kind.WORKER, name=self.worker_name, queues=self.queues, started_at=self.started
             )
+            heartbeats_prune()
             if self.on_beat is not None:
                 self.on_beat()
         except Exception:

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from health.models import Heartbeat
 from health.selectors import BEAT
-from health.services import heartbeat_record
+from health.services import PRUNE_AFTER, heartbeat_record, heartbeats_prune
 from tests.workers import RedisServer, WorkerPool, broker_switched_to, free_port, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -104,3 +104,14 @@ def test_a_real_worker_and_beat_report_in_and_out(client, tmp_path, model_dir, s
             assert not Heartbeat.objects.filter(name=worker.name).exists()
     finally:
         redis_server.stop()
+
+
+def test_workers_silent_for_a_day_are_forgotten():
+    heartbeat_record(kind=Heartbeat.Kind.WORKER, name="gone@old", queues=QUEUES)
+    heartbeat_record(kind=Heartbeat.Kind.WORKER, name="quiet@host", queues=QUEUES)
+    heartbeat_record(kind=Heartbeat.Kind.BEAT, name=BEAT)
+    _silence("gone@old", PRUNE_AFTER.total_seconds() + 1)
+    _silence("quiet@host", PRUNE_AFTER.total_seconds() - 60)
+    _silence(BEAT, PRUNE_AFTER.total_seconds() + 1)
+    assert heartbeats_prune() == 1
+    assert set(Heartbeat.objects.values_list("name", flat=True)) == {"quiet@host", BEAT}
