@@ -217,13 +217,13 @@ def gunicorn(tmp_path):
             _kill_group(process, signal.SIGTERM, timeout=10)
             return log_path.read_text()
 
-        yield port, stopped_log
+        yield port, stopped_log, process.pid
     finally:
         _kill_group(process, signal.SIGTERM, timeout=10)
 
 
 def test_gunicorn_answers_413_before_the_body_is_sent(gunicorn):
-    port, _ = gunicorn
+    port, _, _ = gunicorn
     request = b"GET /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     started = time.monotonic()
     assert _http(port, request, timeout=30).startswith(b"HTTP/1.1 200")
@@ -239,7 +239,7 @@ def test_gunicorn_answers_413_before_the_body_is_sent(gunicorn):
 
 
 def test_gunicorn_access_log_leaves_out_query_strings_and_referers(gunicorn):
-    port, stopped_log = gunicorn
+    port, stopped_log, _ = gunicorn
     search = (
         "GET /patients/?q=Lovelace-SECRET&mrn=MRN-SECRET-4711 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         "Referer: http://127.0.0.1/?mrn=REFERER-SECRET\r\nConnection: close\r\n\r\n"
@@ -250,3 +250,15 @@ def test_gunicorn_access_log_leaves_out_query_strings_and_referers(gunicorn):
     log = stopped_log()
     assert '"GET /patients/ HTTP/1.1" 302' in log
     assert "SECRET" not in log
+
+
+def umask_of(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:"))
+
+
+def test_gunicorn_processes_write_private_files(gunicorn):
+    _, _, master = gunicorn
+    workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert workers
+    assert {umask_of(int(pid)) for pid in [master, *workers]} == {"0077"}

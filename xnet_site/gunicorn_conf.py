@@ -6,6 +6,8 @@ Only what protects patient data lives here; workers, bind address and timeouts s
 command line, which overrides this file.
 """
 
+import os
+
 # The access log leaves out the query string and the Referer header: searches carry record
 # numbers and names in the query string (worklist and patient search, the API's ?mrn=), and the
 # next request's Referer repeats the previous address with its query. Logged: client address,
@@ -20,5 +22,9 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 
-# Whatever a web process writes (temporary upload files included) is readable by its user only.
-umask = 0o077
+
+def on_starting(server) -> None:
+    """Whatever the web processes write (temporary upload files included) is readable by their
+    user only. gunicorn's own `umask` setting covers only its sockets and heartbeat files; this
+    hook runs in the master after any daemonizing, and the workers inherit it."""
+    os.umask(0o077)
