@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlencode
 
+from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -36,7 +37,9 @@ class AccountSecurityMiddleware:
         if session is not None:
             seen = session.get(SEEN_KEY)
             now = int(time.time())
-            if seen is not None and now - seen >= TOUCH_EVERY_SECONDS:
+            # A logged-in session without the key predates this middleware (and may carry a
+            # two-week expiry): touching it once puts it on the idle clock too.
+            if (seen is None and SESSION_KEY in session) or (seen is not None and now - seen >= TOUCH_EVERY_SECONDS):
                 session[SEEN_KEY] = now  # marks the session modified: saved with a new expiry
             state = session.get(two_factor.SESSION_STATE_KEY)
             if state and request.user.is_authenticated:

@@ -149,6 +149,17 @@ def test_activity_moves_the_idle_limit_forward(client, radiologist):
     assert left > timedelta(minutes=29)
 
 
+def test_a_session_from_before_the_idle_limit_is_put_on_it(client, radiologist):
+    assert logs_in(client, radiologist.username, DEFAULT_PASSWORD)
+    session = client.session
+    del session[SEEN_KEY]
+    session.save()
+    Session.objects.update(expire_date=timezone.now() + timedelta(days=14))  # the old default age
+    assert client.get(reverse("worklist")).status_code == 200
+    left = session_row(client).expire_date - timezone.now()
+    assert timedelta(minutes=29) < left <= timedelta(minutes=30)
+
+
 def test_requests_within_a_minute_do_not_rewrite_the_session(client, radiologist):
     assert logs_in(client, radiologist.username, DEFAULT_PASSWORD)
     before = session_row(client).expire_date
