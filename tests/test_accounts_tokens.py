@@ -64,6 +64,15 @@ def test_admin_creates_a_token_whose_key_is_shown_once_and_stored_hashed(admin_c
     assertNotContains(listing, key)
 
 
+def test_the_django_admin_shows_the_prefix_only(client, django_user_model, radiologist):
+    _, key = api_token_for(radiologist, name="RIS bridge")
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.org", "a-long-site-password"))
+    page = client.get(reverse("admin:accounts_apitoken_changelist"))
+    assertContains(page, "RIS bridge")
+    assertContains(page, key[:8])
+    assertNotContains(page, key)
+
+
 def test_expired_token_is_refused(radiologist):
     token, key = api_token_for(radiologist)
     ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
