@@ -1,5 +1,6 @@
 """The Django admin, audited: every add, change and delete made through it is an AuditEvent,
-whatever the model and whichever app registered it (ours, Django's, a library's).
+whatever the model and whichever app registered it (ours, Django's, a library's), and so is every
+list and object page a site admin reads there (patients' names and record numbers are on them).
 
 Django's own admin log (LogEntry) has no department and names only the fields changed. These
 events are append-only, filed under the department of the object (under both departments when a
@@ -105,9 +106,34 @@ def _base_detail(obj: models.Model, message: Any) -> dict[str, Any]:
 
 class AuditedModelAdminMixin:
     """Records the admin's add, change and delete log calls as audit events; before a change is
-    saved, it keeps the row as the database has it, so the event can say what changed."""
+    saved, it keeps the row as the database has it, so the event can say what changed. Reads of
+    its list and object pages are recorded too."""
 
     _BEFORE = "_xnet_admin_before"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> Any:
+        response = super().changelist_view(request, extra_context)
+        if request.method == "GET" and response.status_code == 200:
+            query = {key: value[:100] for key, value in request.GET.items() if value}
+            detail = {"model": self.model._meta.label_lower, "via": "admin", "query": query}
+            audit_record(
+                action=A.ADMIN_VIEW,
+                actor=request.user,
+                object_type=self.model._meta.label_lower,
+                detail=detail,
+                request=request,
+            )
+        return response
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> Any:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        if request.method == "GET" and response.status_code == 200:
+            obj = response.context_data["original"] if hasattr(response, "context_data") else None
+            if obj is not None:
+                _record(request, A.ADMIN_VIEW, obj, _base_detail(obj, ""), [department_of(obj)])
+        return response
 
     def save_model(self, request: HttpRequest, obj: models.Model, form: Any, change: bool) -> None:
         # Called by the change form and by the changelist's editable columns alike, before saving.

@@ -65,6 +65,7 @@ class AuditEvent(models.Model):
         ADMIN_ADD = "admin_add", "Added in the Django admin"
         ADMIN_CHANGE = "admin_change", "Changed in the Django admin"
         ADMIN_DELETE = "admin_delete", "Deleted in the Django admin"
+        ADMIN_VIEW = "admin_view", "Viewed in the Django admin"
         # Clinical records (diagnosis app).
         IMAGE_WITHDRAW = "image_withdraw", "Withdrew an image"
 

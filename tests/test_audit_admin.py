@@ -254,3 +254,24 @@ def test_the_department_admin_reads_admin_changes_to_their_department(admin_clie
     page = reader.get(reverse("audit_log"), {"action": A.ADMIN_CHANGE})
     assert page.status_code == 200
     assert [e.object_id for e in page.context["page"].object_list] == [str(patient.pk)]
+
+
+def test_admin_reads_of_lists_and_objects_are_recorded(admin_client, site_admin, patient):
+    response = admin_client.get(reverse("admin:diagnosis_patient_changelist"), {"q": "Lovelace"}, **CLIENT)
+    assert response.status_code == 200
+    [listed] = admin_events(A.ADMIN_VIEW)
+    assert (listed.actor, listed.object_type, listed.object_id) == (site_admin, "diagnosis.patient", "")
+    assert listed.detail["query"] == {"q": "Lovelace"}
+
+    page = admin_client.get(reverse("admin:diagnosis_patient_change", args=[patient.pk]), **CLIENT)
+    assert page.status_code == 200
+    viewed = admin_events(A.ADMIN_VIEW)[-1]
+    assert (viewed.object_type, viewed.object_id) == ("diagnosis.patient", str(patient.pk))
+    assert viewed.department_id == patient.department_id  # the department's admin sees it
+    assert viewed.ip_address == CLIENT["REMOTE_ADDR"]
+
+
+def test_an_admin_page_for_a_missing_object_records_no_read(admin_client):
+    response = admin_client.get(reverse("admin:diagnosis_patient_change", args=[987654]))
+    assert response.status_code == 302  # Django's admin redirects to the list with a message
+    assert admin_events(A.ADMIN_VIEW) == []
