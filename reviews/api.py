@@ -16,15 +16,16 @@ from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from diagnosis.api.serializers import ErrorSerializer, InputSerializer
-from diagnosis.api.views import IgnoreAcceptHeader
+from diagnosis.api.serializers import NOT_BLANK, ErrorSerializer, InputSerializer
+from diagnosis.api.views import IgnoreAcceptHeader, KnownQueryParameters
 from diagnosis.models import Case
 from reviews import selectors, services
 from reviews.models import Addendum, Report
 from reviews.pdf import report_pdf_response
 from reviews.services import MAX_TEXT_LENGTH, ReviewConflict
 
-READ_ERRORS = {401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
+# 400 on reads: a query parameter the endpoint does not know (KnownQueryParameters).
+READ_ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
 WRITE_ERRORS = {400: ErrorSerializer, 409: ErrorSerializer, **READ_ERRORS}
 PDF_ERRORS = {409: ErrorSerializer, **READ_ERRORS}
 
@@ -113,8 +114,13 @@ class ReportSignSerializer(InputSerializer):
         help_text="With agrees_with_ai false: one of the model's class labels, or 'other' (then other_finding).",
     )
     other_finding = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_TEXT_LENGTH)
+    # Blank is refused here with the service's message (the pages get it from the service), so
+    # the schema says it: minLength 1 and a pattern that spaces only do not match.
     impression = serializers.CharField(
-        allow_blank=True, max_length=MAX_TEXT_LENGTH, help_text="The radiologist's free-text impression."
+        max_length=MAX_TEXT_LENGTH,
+        validators=[NOT_BLANK],
+        error_messages={"blank": "Write an impression before signing."},
+        help_text="The radiologist's free-text impression.",
     )
     shown_ai_job_id = serializers.IntegerField(
         required=False,
@@ -127,13 +133,15 @@ class ReportSignSerializer(InputSerializer):
 
 
 class AddendumCreateSerializer(InputSerializer):
-    text = serializers.CharField(allow_blank=True, max_length=MAX_TEXT_LENGTH)
+    text = serializers.CharField(
+        max_length=MAX_TEXT_LENGTH, validators=[NOT_BLANK], error_messages={"blank": "Write the addendum's text."}
+    )
 
 
 # Views -------------------------------------------------------------------------------------
 
 
-class _CaseReportBase(generics.GenericAPIView):
+class _CaseReportBase(KnownQueryParameters, generics.GenericAPIView):
     def get_case(self) -> Case:
         try:
             return selectors.case_for_review(user=self.request.user, case_id=self.kwargs["pk"])

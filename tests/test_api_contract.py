@@ -119,8 +119,15 @@ def test_json_values_of_another_type_are_refused_not_converted(api, field, value
 
 def test_request_bodies_take_no_other_properties_in_the_schema():
     schema = APIClient().get("/api/schema/", {"format": "json"}).json()
-    for name in ("PatientCreate", "CaseCreate", "DicomCaseCreate", "ImageUpload"):
+    for name in ("PatientCreate", "CaseCreate", "DicomCaseCreate", "ImageUpload", "ReportSign", "AddendumCreate"):
         assert schema["components"]["schemas"][name]["additionalProperties"] is False, name
+
+
+def test_texts_the_server_needs_are_not_blank_in_the_schema():
+    """The sign-off and addendum texts allowed "" in the schema, and the server refused it."""
+    components = APIClient().get("/api/schema/", {"format": "json"}).json()["components"]["schemas"]
+    assert components["ReportSign"]["properties"]["impression"]["pattern"] == "\\S"
+    assert components["AddendumCreate"]["properties"]["text"]["pattern"] == "\\S"
 
 
 # Unknown addresses ----------------------------------------------------------------------------
@@ -253,12 +260,20 @@ def test_unknown_filter_is_refused_not_ignored(api, patient, other_department):
 
 
 @pytest.mark.parametrize(
-    "path", ["/api/v1/patients/", "/api/v1/models/", "/api/v1/cases/{case}/", "/api/v1/patients/{patient}/"]
+    ("path", "status"),
+    [
+        ("/api/v1/patients/", 200),
+        ("/api/v1/models/", 200),
+        ("/api/v1/cases/{case}/", 200),
+        ("/api/v1/patients/{patient}/", 200),
+        ("/api/v1/cases/{case}/report/", 404),  # not signed yet
+        ("/api/v1/cases/{case}/report.pdf", 409),
+    ],
 )
-def test_every_endpoint_refuses_unknown_query_parameters(api, patient, path):
+def test_every_endpoint_refuses_unknown_query_parameters(api, patient, path, status):
     case = CaseFactory(patient=patient)
     url = path.format(case=case.pk, patient=patient.pk)
-    assert api.get(url).status_code == 200
+    assert api.get(url).status_code == status
     error = _error(api.get(url, {"modality_name": "ct"}), 400)
     assert error["code"] == "unknown_parameter"
 

@@ -343,7 +343,9 @@ class ImageUploadSerializer(InputSerializer):
 
 class ImageWithdrawSerializer(InputSerializer):
     reason = serializers.CharField(
-        max_length=2000, help_text="Why the image is withdrawn (a mistaken upload); kept in the audit trail."
+        max_length=2000,
+        validators=[NOT_BLANK],
+        help_text="Why the image is withdrawn (a mistaken upload); kept in the audit trail.",
     )
 
 
@@ -515,6 +517,18 @@ class InstalledModelSerializer(serializers.Serializer):
     intended_use = serializers.CharField(source="card.intended_use", default="")
     limitations = serializers.ListField(child=serializers.CharField(), source="card.limitations", default=list)
     metrics = serializers.DictField(help_text="As model.json records them: test-split figures with 95 % intervals.")
+    external_validation = serializers.CharField(
+        source="card.external_validation",
+        default="",
+        help_text='"leave one source out", "none" (one source of images only), or empty for older models.',
+    )
+    leave_one_source_out = serializers.DictField(
+        source="card.leave_one_source_out",
+        default=None,
+        allow_null=True,
+        help_text="Per held-out source: normals called normal, sensitivities with Wilson 95 % intervals, ECE, "
+        "gate refusals, Grad-CAM share on the border (training.crossval).",
+    )
     card_url = serializers.SerializerMethodField(help_text="The model card's web page.")
 
     def get_input_size(self, spec) -> list[int]:
