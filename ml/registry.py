@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ml.preprocessing import Preprocessing
 
@@ -23,6 +25,29 @@ MODALITIES = ("xray", "ct")
 
 class ModelSpecError(ValueError):
     """A model folder whose model.json cannot be used."""
+
+
+def finite_or_none(value: Any) -> Any:
+    """The same structure with NaN and infinities replaced by None (JSON has no NaN: a metric that
+    cannot be computed, such as a class's sensitivity with no images of it, is null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def read_model_json(path: Path) -> dict:
+    """model.json as a dict, NaN written by older versions read as None."""
+    return finite_or_none(json.loads(Path(path).read_text()))
+
+
+def write_model_json(path: Path, meta: dict) -> None:
+    """Strict JSON: NaN and infinities become null, numpy scalars plain numbers."""
+    text = json.dumps(finite_or_none(json.loads(json.dumps(meta, default=float))), indent=2, allow_nan=False)
+    Path(path).write_text(text + "\n")
 
 
 @dataclass(frozen=True)
@@ -49,7 +74,7 @@ class ModelSpec:
     def from_folder(cls, folder: Path) -> ModelSpec:
         meta_file = folder / "model.json"
         try:
-            meta = json.loads(meta_file.read_text())
+            meta = read_model_json(meta_file)
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelSpecError(f"{meta_file}: cannot read model.json ({exc})") from None
         if meta.get("format_version") != FORMAT_VERSION:

@@ -26,6 +26,7 @@ ARCHITECTURES = {
     "inceptionv3": Architecture("inceptionv3", 299, "unit"),
     "efficientnetb0": Architecture("efficientnetb0", 224, "raw"),
     "mobilenetv3small": Architecture("mobilenetv3small", 224, "raw"),
+    "mobilenetv2": Architecture("mobilenetv2", 224, "unit"),
     "compact": Architecture("compact", 128, "unit"),
 }
 
@@ -59,6 +60,9 @@ def _backbone(name: str, inputs: keras.KerasTensor, weights_path: Path | None) -
     elif name == "efficientnetb0":
         x = inputs
         base = apps.EfficientNetB0(include_top=False, weights=None, input_shape=shape)
+    elif name == "mobilenetv2":
+        x = keras.layers.Rescaling(2.0, offset=-1.0)(inputs)
+        base = apps.MobileNetV2(include_top=False, weights=None, input_shape=shape)
     elif name == "mobilenetv3small":
         x = inputs
         base = apps.MobileNetV3Small(include_top=False, weights=None, input_shape=shape, include_preprocessing=True)

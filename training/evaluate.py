@@ -10,13 +10,13 @@ so the point figures come out as before and only what the card lacked is added.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 import keras
 
 from ml.preprocessing import Preprocessing
+from ml.registry import read_model_json
 from training import metrics as M
 from training.data import discover
 from training.images import load_split
@@ -29,7 +29,7 @@ logger = logging.getLogger("training")
 def evaluate_folder(folder: Path, data: Path, *, n_bootstrap: int = 1000) -> dict:
     """Predict the test split with the folder's model and calibration; returns the new metrics."""
     folder = Path(folder)
-    meta = json.loads((folder / "model.json").read_text())
+    meta = read_model_json(folder / "model.json")
     training = meta.get("training", {})
     dataset = subsample(discover(data, meta["modality"]), training.get("max_per_class"), training.get("seed", 0))
     if dataset.classes != meta["classes"]:

