@@ -130,7 +130,7 @@ class AuditedModelAdminMixin:
     ) -> Any:
         response = super().change_view(request, object_id, form_url, extra_context)
         if request.method == "GET" and response.status_code == 200:
-            obj = response.context_data["original"] if hasattr(response, "context_data") else None
+            obj = (getattr(response, "context_data", None) or {}).get("original")
             if obj is not None:
                 _record(request, A.ADMIN_VIEW, obj, _base_detail(obj, ""), [department_of(obj)])
         return response
