@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import RequestFactory
 from django.urls import get_resolver
 from django.utils import timezone
@@ -198,6 +198,26 @@ def test_database_outage_on_a_write_is_a_503_and_writes_nothing(radiologist):
         response = api.post("/api/v1/patients/", {"mrn": "X-1", "name": "Ann Example"}, format="json")
     assert _error(response, 503)["code"] == "database_unavailable"
     assert not Patient.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_outage_outside_a_view_is_a_json_503_too():
+    """Middleware that queries (sessions, audit) fails before any view: Django logs the
+    exception and calls handler500, which tells the outage apart from a bug."""
+    request = RequestFactory().get("/api/v1/cases/")
+    with _database_refusing_connections():
+        try:
+            Patient.objects.count()
+        except OperationalError:
+            response = errors.server_error(request)
+    assert response.status_code == 503
+    assert response["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
+    assert json.loads(response.content)["error"]["code"] == "database_unavailable"
+
+
+def test_disallowed_host_under_api_is_a_json_400(api):
+    api.raise_request_exception = False
+    assert _error(api.get("/api/v1/cases/", HTTP_HOST="evil.example"), 400)["code"] == "bad_request"
 
 
 def test_django_error_handlers_are_the_json_ones_under_api():
