@@ -1,8 +1,14 @@
 """Run a model on an image inside a worker process.
 
-Keras is imported inside functions only: the web process imports this package for the registry
-and must never load TensorFlow. Each worker process loads a model once, lazily, behind a lock;
-loading in the parent before fork hangs TensorFlow in the children.
+Two engines give the same results (tests/test_onnx_engine.py holds them to 1e-5):
+- ONNX Runtime on the folder's model.onnx (ml.onnx_engine), the worker's engine: faster, and a
+  process that uses it never imports TensorFlow;
+- TensorFlow on model.keras, for a folder without a current model.onnx, a head whose Grad-CAM
+  needs the gradient, or a machine without onnxruntime. Also what training uses.
+
+Keras and onnxruntime are imported inside functions only: the web process imports this package
+for the registry. Each worker process loads a model once, lazily, behind a lock; loading
+TensorFlow in the parent before fork hangs it in the children.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ml.onnx_engine import EngineUnavailable, OnnxModel, open_model, threads_from_env
 from ml.preprocessing import prepare
 from ml.registry import ModelSpec
 
@@ -22,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _loaded: dict[Path, Any] = {}
+# model.keras path -> the ONNX Runtime model serving it, or why there is none (TensorFlow serves it).
+_onnx: dict[Path, OnnxModel | EngineUnavailable] = {}
+
+ENGINES = ("auto", "onnx", "tensorflow")
 
 
 class InferenceError(RuntimeError):
@@ -29,6 +40,7 @@ class InferenceError(RuntimeError):
 
 
 def load_model(spec: ModelSpec) -> Any:
+    """The Keras model (TensorFlow path, training tools)."""
     with _lock:
         model = _loaded.get(spec.model_file)
         if model is None:
@@ -42,7 +54,49 @@ def load_model(spec: ModelSpec) -> Any:
 
 
 def loaded_model_files() -> list[Path]:
-    return list(_loaded)
+    """The model files this process has loaded, model.keras or model.onnx."""
+    onnx_files = [model.path for model in _onnx.values() if isinstance(model, OnnxModel)]
+    return [*onnx_files, *_loaded]
+
+
+def onnx_model(spec: ModelSpec, engine: str = "auto") -> OnnxModel | None:
+    """The ONNX Runtime model that serves spec, or None when the TensorFlow path does.
+
+    engine "auto" picks ONNX Runtime whenever it can; "onnx" requires it (InferenceError saying
+    why not); "tensorflow" always answers None.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
+    if engine == "tensorflow":
+        return None
+    with _lock:
+        model = _onnx.get(spec.model_file)
+        if model is None:
+            try:
+                model = open_model(spec.folder, threads=threads_from_env())
+            except EngineUnavailable as exc:
+                model = exc
+                logger.warning("Model %s runs on TensorFlow: %s", spec.label, exc)
+            except ValueError as exc:  # XNET_INFERENCE_THREADS
+                raise InferenceError(str(exc)) from None
+            else:
+                # Once per process and model: the worker tests count this line.
+                logger.info("Loaded model %s from %s", spec.label, model.path)
+            _onnx[spec.model_file] = model
+    if isinstance(model, EngineUnavailable):
+        if engine == "onnx":
+            raise InferenceError(f"model {spec.label} cannot run on ONNX Runtime: {model}")
+        return None
+    return model
+
+
+def load(spec: ModelSpec) -> None:
+    """Load whatever serves spec, so the first job does not wait for it (a worker child's start).
+
+    With a current model.onnx this takes a fraction of a second and never imports TensorFlow.
+    """
+    if onnx_model(spec) is None:
+        _analyser(spec)
 
 
 def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -55,14 +109,23 @@ def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def predict_batch(spec: ModelSpec, batch: np.ndarray) -> np.ndarray:
-    model = load_model(spec)
-    output = np.asarray(model.predict_on_batch(batch), dtype=np.float64)
-    if output.ndim != 2 or output.shape[1] != len(spec.classes):
-        raise InferenceError(f"model {spec.label} returned shape {output.shape}, expected {len(spec.classes)} classes")
-    if not np.all(np.isfinite(output)):
+def _checked(spec: ModelSpec, output: Any) -> np.ndarray:
+    probabilities = np.asarray(output, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[1] != len(spec.classes):
+        raise InferenceError(
+            f"model {spec.label} returned shape {probabilities.shape}, expected {len(spec.classes)} classes"
+        )
+    if not np.all(np.isfinite(probabilities)):
         raise InferenceError(f"model {spec.label} returned non-finite probabilities")
-    return calibrate(output, spec.temperature)
+    return probabilities
+
+
+def predict_batch(spec: ModelSpec, batch: np.ndarray, *, engine: str = "auto") -> np.ndarray:
+    """Calibrated probabilities for a prepared batch, without features or heatmaps."""
+    batch = np.asarray(batch, dtype=np.float32)
+    model = onnx_model(spec, engine)
+    output = model.probabilities(batch) if model is not None else load_model(spec).predict_on_batch(batch)
+    return calibrate(_checked(spec, output), spec.temperature)
 
 
 def prepare_input(spec: ModelSpec, source: str | Path | BinaryIO) -> np.ndarray:
@@ -160,19 +223,17 @@ def _upsampled(cam: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def analyse_inputs(spec: ModelSpec, arrays: list[np.ndarray]) -> list[Analysis]:
+def analyse_inputs(spec: ModelSpec, arrays: list[np.ndarray], *, engine: str = "auto") -> list[Analysis]:
     """Probabilities, gate features and the top class's Grad-CAM for each prepared image, in one
-    forward and one backward pass over the batch."""
-    analyse = _analyser(spec)
-    probabilities, features, cams = (np.asarray(t) for t in analyse(np.stack(arrays).astype(np.float32)))
-    probabilities = probabilities.astype(np.float64)
-    if probabilities.ndim != 2 or probabilities.shape[1] != len(spec.classes):
-        raise InferenceError(
-            f"model {spec.label} returned shape {probabilities.shape}, expected {len(spec.classes)} classes"
-        )
-    if not np.all(np.isfinite(probabilities)):
-        raise InferenceError(f"model {spec.label} returned non-finite probabilities")
-    calibrated = calibrate(probabilities, spec.temperature)
+    call over the batch: ONNX Runtime's forward pass (the Grad-CAM inside the graph), or
+    TensorFlow's forward and backward pass."""
+    batch = np.stack(arrays).astype(np.float32)
+    model = onnx_model(spec, engine)
+    if model is not None:
+        probabilities, features, cams = model.run(batch)
+    else:
+        probabilities, features, cams = (np.asarray(t) for t in _analyser(spec)(batch))
+    calibrated = calibrate(_checked(spec, probabilities), spec.temperature)
     width, height = spec.preprocessing.width, spec.preprocessing.height
     return [
         Analysis(

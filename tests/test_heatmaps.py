@@ -58,6 +58,27 @@ def test_colourise_is_transparent_where_the_model_did_not_look():
     assert read_png(heatmap_png(cam)).mode == "RGBA"
 
 
+def _zlib_levels(png: bytes) -> set[int]:
+    """FLEVEL of each IDAT zlib stream header: 0 is zlib's fastest setting, 2 its default."""
+    levels, offset = set(), 8
+    while offset < len(png):
+        length = int.from_bytes(png[offset : offset + 4], "big")
+        if png[offset + 4 : offset + 8] == b"IDAT" and not levels:
+            levels.add(png[offset + 9] >> 6)  # the second byte of the zlib stream
+        offset += 12 + length
+    return levels
+
+
+def test_heatmap_png_is_lossless_and_written_for_speed():
+    """The worker writes one per prediction: zlib's fastest level, no `optimize` pass (at 224 px
+    58 ms with optimize, 4 ms at level 1; the file is a quarter larger)."""
+    rng = np.random.default_rng(0)
+    cam = np.clip(rng.normal(0.5, 0.3, (224, 224)), 0, 1).astype(np.float32)
+    png = heatmap_png(cam)
+    np.testing.assert_array_equal(np.asarray(read_png(png)), colourise(cam))
+    assert _zlib_levels(png) == {0}
+
+
 def test_worker_stores_a_heatmap_png_the_size_of_the_model_input(predicted, settings):
     prediction = predicted.prediction
     assert prediction.heatmap.name.startswith("heatmaps/")
