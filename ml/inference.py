@@ -13,6 +13,7 @@ TensorFlow in the parent before fork hangs it in the children.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -211,35 +212,54 @@ def _analyser(spec: ModelSpec) -> Any:
         return analyse
 
 
-def _upsampled(cam: np.ndarray, width: int, height: int) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def _resize_matrix(source: int, target: int) -> np.ndarray:
+    """(target, source) weights of Pillow's bilinear resize along one axis, found by resizing each
+    unit vector with Pillow itself: the same filter and edges, as one matrix product."""
     from PIL import Image as PILImage
 
-    peak = float(cam.max())
-    if not np.isfinite(peak) or peak <= 1e-12:
-        return np.zeros((height, width), dtype=np.float32)
-    resized = PILImage.fromarray((cam / peak).astype(np.float32), mode="F").resize(
-        (width, height), PILImage.Resampling.BILINEAR
-    )
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    matrix = np.empty((target, source), dtype=np.float32)
+    for index, unit in enumerate(np.eye(source, dtype=np.float32)):
+        row = PILImage.fromarray(unit[None, :], mode="F").resize((target, 1), PILImage.Resampling.BILINEAR)
+        matrix[:, index] = np.asarray(row, dtype=np.float32)[0]
+    return matrix
+
+
+def _upsampled(cams: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Grad-CAMs (batch, h, w) -> (batch, height, width) in 0..1: each divided by its peak, then
+    resized bilinearly (Pillow's filter; a map with no positive value stays blank).
+
+    Two matrix products for the whole batch instead of one Pillow image per map: at 128 px this was
+    the worker's largest cost outside the model call (0.5 ms an image).
+    """
+    cams = np.asarray(cams, dtype=np.float32)
+    peaks = cams.max(axis=(1, 2))
+    usable = np.isfinite(peaks) & (peaks > 1e-12)
+    scaled = np.where(usable[:, None, None], cams / np.where(usable, peaks, 1.0)[:, None, None], 0.0)
+    rows = _resize_matrix(cams.shape[1], height)
+    columns = _resize_matrix(cams.shape[2], width)
+    resized = rows @ scaled.astype(np.float32) @ columns.T
+    return np.clip(resized, 0.0, 1.0)
 
 
 def analyse_inputs(spec: ModelSpec, arrays: list[np.ndarray], *, engine: str = "auto") -> list[Analysis]:
     """Probabilities, gate features and the top class's Grad-CAM for each prepared image, in one
     call over the batch: ONNX Runtime's forward pass (the Grad-CAM inside the graph), or
     TensorFlow's forward and backward pass."""
-    batch = np.stack(arrays).astype(np.float32)
+    batch = np.stack(arrays, dtype=np.float32)  # one copy: astype after stack would make two
     model = onnx_model(spec, engine)
     if model is not None:
         probabilities, features, cams = model.run(batch)
     else:
         probabilities, features, cams = (np.asarray(t) for t in _analyser(spec)(batch))
     calibrated = calibrate(_checked(spec, probabilities), spec.temperature)
-    width, height = spec.preprocessing.width, spec.preprocessing.height
+    heatmaps = _upsampled(cams, spec.preprocessing.width, spec.preprocessing.height)
+    features = np.asarray(features, dtype=np.float32)
     return [
         Analysis(
             probabilities={label: float(p) for label, p in zip(spec.classes, row, strict=True)},
-            features=features[i].astype(np.float32),
-            heatmap=_upsampled(cams[i], width, height),
+            features=features[i],
+            heatmap=heatmaps[i],
         )
         for i, row in enumerate(calibrated)
     ]

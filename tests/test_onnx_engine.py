@@ -158,6 +158,25 @@ def test_batch_results_equal_single_image_results(converted):
         np.testing.assert_allclose(alone.heatmap, together.heatmap, atol=TOLERANCE)
 
 
+@pytest.mark.parametrize(("source", "target"), [((8, 8), (128, 128)), ((7, 7), (224, 224)), ((4, 6), (100, 64))])
+def test_heatmaps_are_pillows_bilinear_resize_of_each_map_over_its_peak(source, target):
+    """The batch is upsampled with two matrix products; each map must still be what Pillow's
+    bilinear resize makes of it (the page draws it over the image pixel for pixel)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    cams = np.maximum(rng.normal(size=(4, *source)), 0).astype(np.float32)
+    cams[1] = 0.0  # nothing positive: a blank map, not a division by zero
+    width, height = target
+    maps = inference._upsampled(cams, width, height)
+    assert maps.shape == (4, height, width)
+    np.testing.assert_array_equal(maps[1], 0.0)
+    for cam, heatmap in zip(cams[[0, 2, 3]], maps[[0, 2, 3]], strict=True):
+        expected = Image.fromarray(cam / cam.max(), mode="F").resize((width, height), Image.Resampling.BILINEAR)
+        np.testing.assert_allclose(heatmap, np.clip(np.asarray(expected), 0, 1), atol=1e-6)
+        assert heatmap.max() > 0.5
+
+
 def test_a_head_that_needs_the_gradient_runs_on_tensorflow(tmp_path):
     folder = build_gradient_head_folder(tmp_path / "hidden-dense-head")
     export_onnx.convert(folder)
