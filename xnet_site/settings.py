@@ -198,7 +198,7 @@ if XNET_JOB_STALE_AFTER <= XNET_JOB_TIME_LIMIT:
 # XNET_JOB_UNQUEUED_GRACE seconds, or was published XNET_JOB_REQUEUE_PENDING_AFTER seconds ago
 # (the message may be lost; a duplicate costs one no-op claim).
 XNET_JOB_UNQUEUED_GRACE = env_int("XNET_JOB_UNQUEUED_GRACE", 10, minimum=1)
-XNET_JOB_REQUEUE_PENDING_AFTER = env_int("XNET_JOB_REQUEUE_PENDING_AFTER", 60, minimum=1)
+XNET_JOB_REQUEUE_PENDING_AFTER = env_int("XNET_JOB_REQUEUE_PENDING_AFTER", 45, minimum=1)
 XNET_JOB_MAX_ATTEMPTS = env_int("XNET_JOB_MAX_ATTEMPTS", 3, minimum=1)
 # Beat sends the sweeper every XNET_SWEEP_INTERVAL seconds; every worker also sweeps on start
 # and with each heartbeat, so recovery does not depend on beat.
