@@ -380,7 +380,8 @@ def prediction_heatmap(request: HttpRequest, prediction_id: int) -> FileResponse
 
 # Model cards -------------------------------------------------------------------------------
 
-CARD_FIGURES = ("confusion_matrix.png", "roc_curves.png", "reliability_diagram.png")
+# The leave-one-source-out figure first: it predicts a new hospital; the others show the test split.
+CARD_FIGURES = ("leave_one_source_out.png", "confusion_matrix.png", "roc_curves.png", "reliability_diagram.png")
 
 
 def _installed_model_or_404(name: str, version: str) -> ModelSpec:

@@ -44,6 +44,9 @@ case "${DEBUG,,}" in
 esac
 echo "==> Demo accounts"
 "$PY" manage.py seed_demo
+echo "==> ONNX Runtime copies of the installed models (converted once, when missing or stale)"
+"$PY" -m ml.export_onnx --if-stale "${XNET_MODEL_DIR:-$ROOT/ml/models}" \
+    || echo "    conversion failed: those models run on TensorFlow in the worker (same results, slower)"
 
 PIDS=()
 stopping=0

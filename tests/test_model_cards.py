@@ -1,5 +1,6 @@
 """Model cards: the page a result links to, its figures, and the API's link to it."""
 
+import json
 import shutil
 
 import pytest
@@ -122,6 +123,30 @@ def test_api_lists_installed_models_with_their_cards(api, carded_models):
     assert xray["classes"] == ["normal", "pneumonia", "covid", "tuberculosis"]
     assert xray["card_url"] == "http://testserver/models/xray-tiny/1.0.0/"
     assert xray["intended_use"] == "Software tests only: an untrained network with random weights."
+
+
+def test_api_lists_a_model_whose_metrics_could_not_be_computed(api, carded_models):
+    """model.json written by older versions holds NaN (a class with no test images): read as null, never a 500."""
+    meta_file = carded_models / "xray-tiny" / "model.json"
+    meta = json.loads(meta_file.read_text())
+    meta["metrics"] = {"test": {"per_class": {"tuberculosis": {"sensitivity": float("nan"), "auc": float("nan")}}}}
+    meta_file.write_text(json.dumps(meta))
+    assert "NaN" in meta_file.read_text()
+
+    response = api.get("/api/v1/models/")
+
+    assert response.status_code == 200
+    xray = next(item for item in response.json() if item["name"] == "xray-tiny")
+    assert xray["metrics"]["test"]["per_class"]["tuberculosis"] == {"sensitivity": None, "auc": None}
+    assert xray["external_validation"] == ""
+    assert xray["leave_one_source_out"] is None
+
+
+def test_model_json_is_written_as_strict_json(tmp_path):
+    from ml.registry import write_model_json
+
+    write_model_json(tmp_path / "model.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 0.5}})
+    assert json.loads((tmp_path / "model.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 0.5}}
 
 
 def test_api_models_needs_authentication(client, carded_models):

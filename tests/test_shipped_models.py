@@ -56,3 +56,21 @@ def test_the_worker_classifies_a_real_image_with_the_newest_shipped_model(modali
     assert set(job.prediction.probabilities) == set(newest.classes)
     assert sum(job.prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     assert job.prediction.heatmap
+
+
+@pytest.mark.parametrize("modality", [Modality.XRAY, Modality.CT])
+def test_the_default_models_cards_lead_with_their_external_validation(modality):
+    """What predicts a new hospital comes before the test split: a leave-one-source-out table, or the
+    plain statement that the model has no external validation (one source only)."""
+    newest = model_for(modality, SHIPPED)
+    meta = json.loads((newest.folder / "model.json").read_text())
+    card = (newest.folder / "CARD.md").read_text()
+    if meta["external_validation"] == "leave one source out":
+        assert set(meta["leave_one_source_out"]["folds"]) >= {"covid19rad224", "nitrd_da", "nih14", "ieee8023"}
+        assert card.index("## Leave one source out") < card.index("## Test split")
+        assert (newest.folder / "leave_one_source_out.png").is_file()
+    else:
+        assert meta["external_validation"] == "none"
+        assert card.index("**This model has no external validation.**") < card.index("## Test split")
+    assert meta["pretrained_source"]["licence"]
+    assert meta["recommended_status"] == "silent"

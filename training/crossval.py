@@ -73,39 +73,54 @@ def fit_head(
     x_val: np.ndarray,
     y_val: np.ndarray,
     seed: int = 0,
-    epochs: int = 60,
-    l2: float = 1e-4,
+    l2: float = 1e-3,
+    label_smoothing: float = 0.05,
 ) -> Head:
-    """Softmax regression with AdamW, dropout on the features and early stopping on validation loss.
+    """Weighted softmax regression (L-BFGS), its L2 strength chosen on the validation loss.
 
-    Features are standardised for the optimiser and the scaling is folded back into the kernel,
-    so the head drops into build_model's Dense layer unchanged."""
-    import keras
+    Full-batch and deterministic: seconds on a busy CPU where an epoch loop of small steps took
+    minutes. Features are standardised for the optimiser and the scaling is folded back into the
+    kernel, so the head drops into build_model's Dense layer unchanged. `seed` is kept for the
+    callers' records; nothing here is random."""
+    from scipy.optimize import minimize
 
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [
-            keras.Input(shape=(x.shape[1],)),
-            keras.layers.Dropout(0.3),
-            keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(l2)),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-4),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.05),
-    )
-    model.fit(
-        (x - mean) / std,
-        keras.utils.to_categorical(y, n_classes),
-        sample_weight=weights,
-        validation_data=((x_val - mean) / std, keras.utils.to_categorical(y_val, n_classes)),
-        epochs=epochs,
-        batch_size=128,
-        verbose=0,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=6, restore_best_weights=True)],
-    )
-    kernel, bias = (np.asarray(w, dtype=np.float64) for w in model.layers[-1].get_weights())
+    xs, xv = (x - mean) / std, (x_val - mean) / std
+    targets = np.full((len(y), n_classes), label_smoothing / n_classes)
+    targets[np.arange(len(y)), y] += 1.0 - label_smoothing
+    w = weights / weights.sum()
+    d = xs.shape[1]
+
+    def unpack(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return theta[: d * n_classes].reshape(d, n_classes), theta[d * n_classes :]
+
+    def softmax(logits: np.ndarray) -> np.ndarray:
+        logits = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def val_loss(kernel: np.ndarray, bias: np.ndarray) -> float:
+        p = softmax(xv @ kernel + bias)
+        return float(-np.mean(np.log(np.clip(p[np.arange(len(y_val)), y_val], 1e-12, 1.0))))
+
+    best = None
+    for strength in (l2 * 10, l2, l2 / 10):
+
+        def objective(theta: np.ndarray, strength: float = strength) -> tuple[float, np.ndarray]:
+            kernel, bias = unpack(theta)
+            p = softmax(xs @ kernel + bias)
+            loss = -np.sum(w[:, None] * targets * np.log(np.clip(p, 1e-12, 1.0))) + strength * np.sum(kernel**2)
+            grad_logits = w[:, None] * (p - targets)
+            grad_kernel = xs.T @ grad_logits + 2 * strength * kernel
+            return float(loss), np.concatenate([grad_kernel.ravel(), grad_logits.sum(axis=0)])
+
+        theta = minimize(objective, np.zeros(d * n_classes + n_classes), jac=True, method="L-BFGS-B",
+                         options={"maxiter": 500}).x  # fmt: skip
+        kernel, bias = unpack(theta)
+        loss = val_loss(kernel, bias)
+        if best is None or loss < best[0]:
+            best = (loss, kernel, bias)
+    _, kernel, bias = best
     folded_kernel = kernel / std[:, None]
     return Head(kernel=folded_kernel, bias=bias - mean @ folded_kernel)
 
@@ -336,6 +351,14 @@ DEFENCES = (
 )
 
 
+def variant_name(contrast: str, border: float, augment: bool, balance: bool) -> str:
+    """The defence table's row name for a set of flags."""
+    match = [
+        v for v in DEFENCES if (v.contrast, v.border, v.augment, v.balance) == (contrast, border, augment, balance)
+    ]
+    return match[0].name if match else f"contrast {contrast}, border {border}, augment {augment}, balance {balance}"
+
+
 def features_for(
     dataset: Dataset, arch: str, spec: Preprocessing, weights: Path | None, cache: Path | None, augment_seed: int | None
 ) -> tuple[Features, Features | None]:
@@ -406,7 +429,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="training images kept per source and class (cap_training); 0: all")  # fmt: skip
     parser.add_argument("--cache", type=Path, default=Path("var/features"), help="feature cache folder")
     parser.add_argument("--out", type=Path, required=True, help="JSON file; a .md table is written beside it")
+    parser.add_argument("--table", nargs="+", type=Path, help="only print the defence table of earlier runs' JSON")
     args = parser.parse_args(argv)
+    if args.table:
+        results = [run for path in args.table for run in json.loads(path.read_text())]
+        table = defences_markdown(results)
+        args.out.write_text(table + "\n")
+        print(table)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     dataset = cap_training(discover(args.data, args.modality), args.max_train_per_source_class, args.seed)
     args.held_out = args.held_out or default_held_out(dataset)
@@ -414,7 +444,8 @@ def main(argv: list[str] | None = None) -> None:
         results = [run_variant(dataset, args, variant) for variant in DEFENCES]
         table = defences_markdown(results)
     else:
-        variant = Variant("chosen", args.contrast, args.border, args.augment, args.balance_within_source)
+        flags = (args.contrast, args.border, args.augment, args.balance_within_source)
+        variant = Variant(variant_name(*flags), *flags)
         results = [run_variant(dataset, args, variant)]
         table = loso_markdown(results[0]["folds"])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -74,7 +74,10 @@ def train_frozen(args: argparse.Namespace) -> Path:
     kwargs = {"balance": args.balance_within_source, "seed": args.seed, "input_size": size}
 
     held_out = default_held_out(dataset)
-    folds = leave_one_source_out(dataset, features, augmented, held_out=held_out, **kwargs) if held_out else {}
+    if args.loso_json:
+        folds = folds_from_crossval(args.loso_json, spec, args)
+    else:
+        folds = leave_one_source_out(dataset, features, augmented, held_out=held_out, **kwargs) if held_out else {}
 
     train_idx, val_idx, test_idx = (np.flatnonzero(splits == name) for name in ("train", "val", "test"))
     from training.train import sample_weights
@@ -136,7 +139,7 @@ def train_frozen(args: argparse.Namespace) -> Path:
         "training": {
             "data": str(args.data),
             "counts": dataset.counts(),
-            "method": "frozen backbone features, softmax head (AdamW, dropout 0.3, early stopping on validation)",
+            "method": "frozen backbone features, weighted softmax regression (L-BFGS, L2 chosen on validation loss)",
             "max_train_per_source_class": args.max_train_per_source_class,
             "seed": args.seed,
             "loss_weights": "classes balanced overall and within each source"
@@ -169,8 +172,22 @@ def train_frozen(args: argparse.Namespace) -> Path:
             name: features.pooled[idx] for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))
         },
     )
+    from ml.export_onnx import convert
+
+    convert(out)  # the worker's engine: ONNX Runtime on model.onnx, made from this model.keras
     logger.info("Wrote %s in %.0f s", out, time.time() - started)
     return out
+
+
+def folds_from_crossval(path: Path, spec: Preprocessing, args: argparse.Namespace) -> dict:
+    """The folds of a `training.crossval` run of this exact recipe (saves re-fitting them)."""
+    import json
+
+    (run,) = json.loads(Path(path).read_text())
+    recipe = (run["preprocessing"], run["augment"], run["balance_within_source"])
+    if recipe != (spec.to_json(), bool(args.augment), bool(args.balance_within_source)):
+        raise SystemExit(f"{path} was run with another recipe ({recipe}); run the folds again")
+    return run["folds"]
 
 
 def loso_notes(folds: dict) -> list[str]:
@@ -182,6 +199,19 @@ def loso_notes(folds: dict) -> list[str]:
                 f"With {source} held out, no training image of {', '.join(missing)} remained: that class cannot be "
                 "recognised in this fold, as it could not be at a hospital unlike every source of that class."
             )
+    failing = [
+        source
+        for source, fold in folds.items()
+        if (fold.get("normals_called_normal") or {}).get("rate") is not None
+        and fold["normals_called_normal"]["rate"] < 0.85
+        and fold["gate_refused"]["rate"] < 0.1
+    ]
+    if failing:
+        notes.append(
+            f"The input gate accepted more than 90 % of the images of {', '.join(failing)} when held out, while the "
+            "model called fewer than 85 % of their normals normal: the gate does not protect a new hospital "
+            "from this model's errors; local validation does."
+        )
     notes.append(
         "Grad-CAM mass is measured on the outer 10 % band only; burned-in text inside the image is not detected."
     )
@@ -221,6 +251,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--cache", type=Path, default=Path("var/features"))
+    parser.add_argument("--loso-json", type=Path, help="folds from a training.crossval run of the same recipe")
     parser.add_argument("--name", required=True)
     parser.add_argument("--version", required=True)
     parser.add_argument("--out", type=Path, required=True)

@@ -176,7 +176,7 @@ def loso_figure(out: Path, folds: dict) -> str:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("rate on the held-out source")
     ax.set_title("Leave one source out (95 % Wilson intervals; dotted: 85 %)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(out / LOSO_FIGURE, dpi=110)
     plt.close(fig)

@@ -239,6 +239,9 @@ def train(args: argparse.Namespace) -> Path:
         from training.gate import calibrate as calibrate_gate  # imports this module: load it late
 
         calibrate_gate(out, dataset, batch_size=args.batch_size, seed=args.seed)
+    from ml.export_onnx import convert
+
+    convert(out)  # the worker's engine: ONNX Runtime on model.onnx, made from this model.keras
     logger.info("Wrote %s", out)
     return out
 
