@@ -162,7 +162,7 @@ def dashboard_for_department(*, department_id: int) -> list[ModelVersionStats]:
 
     S = InferenceJob.Status
     jobs = (
-        InferenceJob.objects.filter(image__case__patient__department_id=department_id)
+        InferenceJob.objects.filter(image__case__patient__department_id=department_id, image__withdrawn_at__isnull=True)
         .exclude(model_name="")
         .values("model_name", "model_version")
         .annotate(
@@ -180,7 +180,9 @@ def dashboard_for_department(*, department_id: int) -> list[ModelVersionStats]:
         item.succeeded, item.rejected, item.failed = row["succeeded"], row["rejected"], row["failed"]
 
     findings = (
-        Prediction.objects.filter(job__image__case__patient__department_id=department_id)
+        Prediction.objects.filter(
+            job__image__case__patient__department_id=department_id, job__image__withdrawn_at__isnull=True
+        )
         .values("model_name", "model_version", "top_label")
         .annotate(n=Count("id"))
         .order_by()

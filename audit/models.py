@@ -68,6 +68,7 @@ class AuditEvent(models.Model):
         ADMIN_VIEW = "admin_view", "Viewed in the Django admin"
         # Clinical records (diagnosis app).
         IMAGE_WITHDRAW = "image_withdraw", "Withdrew an image"
+        JOB_RETRY = "job_retry", "Re-ran a failed AI job"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(

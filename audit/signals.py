@@ -12,7 +12,7 @@ from django.dispatch import receiver
 from audit.models import AuditEvent
 from audit.services import audit_record, current_request
 from diagnosis.models import Case, Patient
-from diagnosis.signals import image_withdrawn
+from diagnosis.signals import image_withdrawn, job_retried
 
 
 @receiver(user_logged_in, dispatch_uid="audit_login")
@@ -90,4 +90,18 @@ def _image_withdrawn(sender, image, user, reason: str, **kwargs) -> None:
         object_type="image",
         object_id=image.pk,
         detail={"case": image.case_id, "position": image.position, "reason": reason},
+    )
+
+
+@receiver(job_retried, dispatch_uid="audit_job_retried")
+def _job_retried(sender, job, retry, user, **kwargs) -> None:
+    """A department admin re-ran a failed job (after a full disk, a missing model...): who, which
+    image, and the failed job's reason, in the re-running transaction."""
+    audit_record(
+        action=AuditEvent.Action.JOB_RETRY,
+        actor=user,
+        department_id=job.image.case.patient.department_id,
+        object_type="job",
+        object_id=retry.pk,
+        detail={"failed_job": job.pk, "image": job.image_id, "case": job.image.case_id, "reason": job.error_message},
     )

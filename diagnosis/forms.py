@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
+from django.utils import timezone
 
 from accounts.models import User
 from diagnosis import selectors
@@ -140,6 +141,12 @@ class CaseCreateForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.user = user
         self.patient: Patient | None = None
+
+    def clean_birth_date(self):
+        birth_date = self.cleaned_data.get("birth_date")
+        if birth_date is not None and birth_date > timezone.localdate():
+            raise forms.ValidationError("A birth date cannot be in the future.", code="future")
+        return birth_date
 
     def clean(self) -> dict:
         data = super().clean()

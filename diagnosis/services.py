@@ -32,7 +32,7 @@ from accounts.models import User
 from diagnosis import selectors
 from diagnosis.dicom import DicomPatient
 from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
-from diagnosis.signals import image_withdrawn
+from diagnosis.signals import image_withdrawn, job_retried
 from diagnosis.uploads import InspectedImage, inspect_upload
 from ml.registry import ModelSpecError, model_for
 
@@ -921,6 +921,7 @@ def job_retry(*, job_id: int, user: User) -> InferenceJob:
                 "The case is signed; its results are frozen and cannot be re-run.", code="case_signed"
             )
         retry = InferenceJob.objects.create(image=job.image)
+        job_retried.send(sender=InferenceJob, job=job, retry=retry, user=user)
         transaction.on_commit(partial(job_enqueue, job_id=retry.pk), robust=True)
     logger.info("Job %s re-run as job %s by %s", job.pk, retry.pk, user.get_username())
     return retry

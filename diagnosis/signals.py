@@ -15,6 +15,8 @@ from diagnosis.models import Case, Image, InferenceJob, Prediction
 # Sent by services.image_withdraw inside its transaction, with image, user and reason: the audit
 # app (which builds on this one) records it, so diagnosis needs no import of audit.
 image_withdrawn = Signal()
+# Sent by services.job_retry inside its transaction, with job (the failed one), retry and user.
+job_retried = Signal()
 
 
 def _refresh(case_id: int | None) -> None:

@@ -211,3 +211,24 @@ def test_charts_escape_their_text():
     for raw in ("<i>", "<r>", "<c>"):
         assert raw not in matrix
     assert ">3</text>" in matrix
+
+
+def test_withdrawn_images_leave_the_numbers(data, radiologist):
+    """A mistaken upload that was withdrawn is not part of what the model did in this department."""
+    from django.utils import timezone
+
+    from diagnosis.models import Prediction
+
+    before = dashboard_for_department(department_id=radiologist.department_id)[0]
+    department = radiologist.department
+    withdrawn = Prediction.objects.filter(
+        model_version="1.0.0", top_label="pneumonia", job__image__case__patient__department=department
+    ).first()
+    image = withdrawn.job.image
+    image.withdrawn_at = timezone.now()
+    image.save(update_fields=["withdrawn_at"])
+
+    after = dashboard_for_department(department_id=radiologist.department_id)[0]
+    assert after.images == before.images - 1
+    assert after.succeeded == before.succeeded - 1
+    assert after.findings == {**before.findings, "pneumonia": before.findings["pneumonia"] - 1}

@@ -153,6 +153,19 @@ def test_create_case_registers_new_patient(rad_client, radiologist):
     assert patient.cases.get().modality == "ct"
 
 
+def test_create_case_refuses_a_birth_date_in_the_future_and_writes_nothing(rad_client):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    tomorrow = (timezone.localdate() + dt.timedelta(days=1)).isoformat()
+    data = create_form(patient_mode="new", mrn="B-2003", name="Not Born", birth_date=tomorrow, sex="F")
+    response = rad_client.post(reverse("case_create"), data)
+    assert response.status_code == 400
+    assert "A birth date cannot be in the future." in response.content.decode()
+    assert not Patient.objects.filter(mrn="B-2003").exists()
+
+
 @pytest.mark.parametrize("bad", BAD_UPLOADS.values(), ids=BAD_UPLOADS.keys())
 def test_create_case_bad_image_is_400_and_writes_nothing(rad_client, patient, settings, bad):
     make, message = bad

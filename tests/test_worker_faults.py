@@ -182,6 +182,23 @@ def test_retry_is_for_department_admins_and_failed_latest_jobs_only(
     assert InferenceJob.objects.filter(image=job.image).count() == 2
 
 
+def test_a_retry_is_an_audit_event_naming_the_failed_job_and_its_reason(
+    case, radiologist, department_admin, xray_bytes
+):
+    from audit.models import AuditEvent
+
+    job = _upload(case, radiologist, xray_bytes[0])
+    InferenceJob.objects.filter(pk=job.pk).update(status=InferenceJob.Status.FAILED, error_message="Disk full.")
+    response = token_client(department_admin).post(f"/api/v1/jobs/{job.pk}/retry/")
+    assert response.status_code == 202
+
+    event = AuditEvent.objects.get(action=AuditEvent.Action.JOB_RETRY)
+    assert event.actor == department_admin
+    assert event.department_id == case.patient.department_id
+    assert event.object_id == str(response.json()["id"]) or int(event.object_id) == response.json()["id"]
+    assert event.detail == {"failed_job": job.pk, "image": job.image_id, "case": case.pk, "reason": "Disk full."}
+
+
 def test_case_page_offers_run_again_to_department_admins(client, case, radiologist, department_admin, xray_bytes):
     job = _upload(case, radiologist, xray_bytes[0])
     InferenceJob.objects.filter(pk=job.pk).update(status=InferenceJob.Status.FAILED, error_message="Disk full.")
