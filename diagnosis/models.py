@@ -224,6 +224,20 @@ class Image(models.Model):
             self.position = (last or 0) + 1
         super().save(*args, **kwargs)
 
+    def clean(self) -> None:
+        """The Django admin's check (uploads check the same under the case row lock): a signed
+        case's images are frozen, so none is added to it, moved into it or out of it."""
+        super().clean()
+        before = (
+            None if self._state.adding else Image.objects.filter(pk=self.pk).values_list("case_id", flat=True).first()
+        )
+        if before == self.case_id:
+            return
+        touched = [case_id for case_id in (before, self.case_id) if case_id is not None]
+        if Case.objects.filter(pk__in=touched, report__isnull=False).exists():
+            message = "A signed case's images are frozen: none can be added to it, moved into it or out of it."
+            raise ValidationError({"case": ValidationError(message, code="case_signed")})
+
     @property
     def is_withdrawn(self) -> bool:
         return self.withdrawn_at is not None

@@ -275,3 +275,22 @@ def test_an_admin_page_for_a_missing_object_records_no_read(admin_client):
     response = admin_client.get(reverse("admin:diagnosis_patient_change", args=[987654]))
     assert response.status_code == 302  # Django's admin redirects to the list with a message
     assert admin_events(A.ADMIN_VIEW) == []
+
+
+def test_the_admin_cannot_add_an_image_to_a_signed_case_or_move_one_in_or_out(signed_case, case, radiologist):
+    from tests.factories import CaseFactory, ImageFactory
+
+    unsigned = CaseFactory(patient=signed_case.patient, created_by=radiologist)
+    loose = ImageFactory(case=unsigned)
+    loose.full_clean()  # an image of an unsigned case is fine where it is
+
+    new = ImageFactory.build(case=signed_case, uploaded_by=radiologist)
+    with pytest.raises(ValidationError, match="images are frozen"):
+        new.clean()
+    loose.case = signed_case
+    with pytest.raises(ValidationError, match="images are frozen"):
+        loose.clean()
+    signed_image = ImageFactory(case=signed_case)  # the factory writes directly, as a signed case's own image
+    signed_image.case = unsigned
+    with pytest.raises(ValidationError, match="images are frozen"):
+        signed_image.clean()
