@@ -42,8 +42,17 @@ case "${DEBUG,,}" in
         "$PY" manage.py collectstatic --noinput -v 0
         ;;
 esac
-echo "==> Demo accounts"
-"$PY" manage.py seed_demo
+case "${DEBUG,,}" in
+    0 | false | no | off)
+        # Demo accounts with published passwords do not belong on a production server
+        # (seed_demo refuses there unless told --allow-production).
+        echo "==> DEBUG is off: no demo accounts (create users with manage.py createsuperuser)"
+        ;;
+    *)
+        echo "==> Demo accounts"
+        "$PY" manage.py seed_demo
+        ;;
+esac
 echo "==> ONNX Runtime copies of the installed models (converted once, when missing or stale)"
 "$PY" -m ml.export_onnx --if-stale "${XNET_MODEL_DIR:-$ROOT/ml/models}" \
     || echo "    conversion failed: those models run on TensorFlow in the worker (same results, slower)"
