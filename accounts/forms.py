@@ -24,7 +24,22 @@ def add_service_errors(form: forms.Form, exc: ValidationError) -> None:
             form.add_error(target, messages)
 
 
-class UserCreateForm(forms.Form):
+class RepeatedPasswordMixin:
+    """password1 and password2 must match; the service's "password" errors show on password1."""
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("password1") and data.get("password2") and data["password1"] != data["password2"]:
+            self.add_error("password2", "The two passwords do not match.")
+        return data
+
+    def add_service_errors(self, exc: ValidationError) -> None:
+        if hasattr(exc, "error_dict") and "password" in exc.error_dict:
+            exc.error_dict["password1"] = exc.error_dict.pop("password")
+        add_service_errors(self, exc)
+
+
+class UserCreateForm(RepeatedPasswordMixin, forms.Form):
     username = forms.CharField(max_length=150, help_text="Letters, digits and @ . + - _ only.")
     first_name = forms.CharField(max_length=150, required=False)
     last_name = forms.CharField(max_length=150, required=False)
@@ -41,18 +56,6 @@ class UserCreateForm(forms.Form):
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
-
-    def clean(self) -> dict:
-        data = super().clean()
-        if data.get("password1") and data.get("password2") and data["password1"] != data["password2"]:
-            self.add_error("password2", "The two passwords do not match.")
-        return data
-
-    def add_service_errors(self, exc: ValidationError) -> None:
-        # The service reports password problems under "password"; this form calls it password1.
-        if hasattr(exc, "error_dict") and "password" in exc.error_dict:
-            exc.error_dict["password1"] = exc.error_dict.pop("password")
-        add_service_errors(self, exc)
 
 
 class UserRoleForm(forms.Form):
@@ -76,22 +79,11 @@ class UserProfileForm(forms.Form):
     email = forms.EmailField(required=False)
 
 
-class PasswordResetForm(forms.Form):
+class PasswordResetForm(RepeatedPasswordMixin, forms.Form):
     """A department admin sets a new password for a user who forgot theirs."""
 
     password1 = PasswordField(label="New password", help_text="At least 12 characters. Give it to the user in person.")
     password2 = PasswordField(label="Repeat the password")
-
-    def clean(self) -> dict:
-        data = super().clean()
-        if data.get("password1") and data.get("password2") and data["password1"] != data["password2"]:
-            self.add_error("password2", "The two passwords do not match.")
-        return data
-
-    def add_service_errors(self, exc: ValidationError) -> None:
-        if hasattr(exc, "error_dict") and "password" in exc.error_dict:
-            exc.error_dict["password1"] = exc.error_dict.pop("password")
-        add_service_errors(self, exc)
 
 
 class OtpCodeForm(forms.Form):
