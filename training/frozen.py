@@ -43,6 +43,21 @@ from training.report import write_card
 logger = logging.getLogger("training")
 
 
+def convert_to_onnx(folder: Path) -> None:
+    """The worker's engine runs model.onnx, made from model.keras by tf2onnx, which needs the
+    TensorFlow backend; a JAX run (GPU machines) leaves it to `python -m ml.export_onnx` or to
+    the install step (scripts/run.sh converts stale folders)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        logger.warning("Keras runs on %s: run `python -m ml.export_onnx %s` where TensorFlow is installed",
+                       keras.backend.backend(), folder)  # fmt: skip
+        return
+    from ml.export_onnx import convert
+
+    convert(folder)
+
+
 def build_shipped_model(arch: str, n_classes: int, size: int, weights: Path, head: Head):
     """build_model's network with the pretrained backbone and the fitted head."""
     model = build_model(arch, n_classes=n_classes, input_size=size, weights_path=weights)
@@ -172,9 +187,7 @@ def train_frozen(args: argparse.Namespace) -> Path:
             name: features.pooled[idx] for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))
         },
     )
-    from ml.export_onnx import convert
-
-    convert(out)  # the worker's engine: ONNX Runtime on model.onnx, made from this model.keras
+    convert_to_onnx(out)
     logger.info("Wrote %s in %.0f s", out, time.time() - started)
     return out
 

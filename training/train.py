@@ -239,9 +239,9 @@ def train(args: argparse.Namespace) -> Path:
         from training.gate import calibrate as calibrate_gate  # imports this module: load it late
 
         calibrate_gate(out, dataset, batch_size=args.batch_size, seed=args.seed)
-    from ml.export_onnx import convert
+    from training.frozen import convert_to_onnx  # frozen imports this module: load it late
 
-    convert(out)  # the worker's engine: ONNX Runtime on model.onnx, made from this model.keras
+    convert_to_onnx(out)
     logger.info("Wrote %s", out)
     return out
 
