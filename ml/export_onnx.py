@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 # Bump when the graph's outputs change: older files are then converted again.
-FORMAT = "1"
+FORMAT = "2"  # 2: the heatmap weights avoid 1 - p_top (exact, and no blank map when the softmax saturates)
 OPSET = 17
 META_FORMAT = "xnet_onnx_format"
 META_SOURCE = "xnet_source_sha256"
@@ -132,10 +132,16 @@ def convert(folder: Path) -> Path:
             "features": tf.reshape(features, (tf.shape(features)[0], -1)),
         }
         if kernel is not None:
-            # d log p_top / d logits = one_hot(top) - p, written as the TensorFlow path's gradient
-            # computes it (no cancellation when the top class saturates); pooling spreads it evenly.
+            # d log p_top / d logits = one_hot(top) - p = (1 - p_top) * (one_hot(top) - q), with q
+            # the other classes' share of the rest (q_j = p_j / sum of p_k, k != top). The positive
+            # factor (1 - p_top) cancels when the map is scaled to its peak, and dropping it keeps
+            # the map when the softmax saturates (1 - p_top is 0 in float32 there, and the map was
+            # blank). The TensorFlow path differentiates the same quantity.
             top = tf.argmax(probabilities, axis=1)
-            delta = tf.one_hot(top, kernel.shape[1], dtype=probabilities.dtype) - probabilities
+            top_hot = tf.one_hot(top, kernel.shape[1], dtype=probabilities.dtype)
+            rest = probabilities * (1.0 - top_hot)
+            share = rest / tf.maximum(tf.reduce_sum(rest, axis=1, keepdims=True), 1e-30)
+            delta = top_hot - share
             weights = tf.matmul(delta, tf.constant(kernel), transpose_b=True)  # (batch, channels)
             height, width = fmap.shape[1], fmap.shape[2]
             flat = tf.reshape(fmap, (tf.shape(fmap)[0], height * width, fmap.shape[3]))

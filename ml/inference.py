@@ -202,8 +202,16 @@ def _analyser(spec: ModelSpec) -> Any:
                 fmap, features, probabilities = inner(batch, training=False)
                 tape.watch(fmap)
                 top = tf.argmax(probabilities, axis=1)
-                # Log-probability: its gradient does not vanish when the softmax saturates.
-                score = tf.reduce_sum(tf.math.log(tf.gather(probabilities, top, batch_dims=1) + 1e-12))
+                # The log-probability's gradient, up to the factor (1 - p_top) that scaling the map
+                # to its peak removes: log-odds of the top class against each other class, weighted
+                # by their share of the rest (held constant). Differentiating log p_top itself gives
+                # a blank map when the softmax saturates (1 - p_top is 0 in float32).
+                top_hot = tf.one_hot(top, tf.shape(probabilities)[1], dtype=probabilities.dtype)
+                rest = probabilities * (1.0 - top_hot)
+                share = tf.stop_gradient(rest / tf.maximum(tf.reduce_sum(rest, axis=1, keepdims=True), 1e-30))
+                log_p = tf.math.log(probabilities + 1e-30)
+                log_top = tf.reduce_sum(log_p * top_hot, axis=1, keepdims=True)
+                score = tf.reduce_sum(share * (log_top - log_p))
             grads = tape.gradient(score, fmap)
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
             cam = tf.nn.relu(tf.reduce_sum(weights * fmap, axis=-1))
