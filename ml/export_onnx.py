@@ -204,6 +204,19 @@ def _inline_captured_constants(proto, concrete_function, keras_file: Path) -> No
         proto.graph.input.remove(graph_input)
 
 
+def convert_after_training(folder: Path) -> None:
+    """The last step of a training run (training.train, training.frozen). tf2onnx needs the
+    TensorFlow backend; a JAX run (GPU machines) leaves the file to `python -m ml.export_onnx` or
+    to the install step (scripts/run.sh converts stale folders)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        logger.warning("Keras runs on %s: run `python -m ml.export_onnx %s` where TensorFlow is installed",
+                       keras.backend.backend(), folder)  # fmt: skip
+        return
+    convert(folder)
+
+
 def stale_folders(model_dir: Path) -> list[Path]:
     """Installed model folders whose model.onnx is missing or not made from their model.keras."""
     return [spec.folder for spec in installed_models(model_dir) if not is_fresh(spec.folder)]

@@ -173,12 +173,6 @@ def _rate(hits: np.ndarray) -> dict:
     return {"n": n, "rate": k / n if n else None, "ci95": wilson(k, n)}
 
 
-def _weights(dataset: Dataset, index: np.ndarray, labels: np.ndarray, n_classes: int, balance: bool) -> np.ndarray:
-    from training.train import sample_weights
-
-    return sample_weights(labels, [dataset.samples[i].source for i in index], n_classes, within_source=balance)
-
-
 def heldout_metrics(
     classes: list[str], y: np.ndarray, probs: np.ndarray, border: np.ndarray, refused: np.ndarray
 ) -> dict:
@@ -201,6 +195,36 @@ def heldout_metrics(
     return result
 
 
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """Each sample's class index, in the dataset's order (the order of its cached features)."""
+    return np.array([dataset.classes.index(s.label) for s in dataset.samples])
+
+
+def fit_calibrated_head(
+    dataset: Dataset,
+    features: Features,
+    augmented: Features | None,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    *,
+    balance: bool,
+    seed: int,
+) -> tuple[Head, float]:
+    """The recipe's head on the training indices (plus their cue-augmented copies) and its
+    temperature on the validation indices: what every fold and the shipped model are fitted by."""
+    from training.train import sample_weights
+
+    labels = dataset_labels(dataset)
+    x, y = features.pooled[train_idx], labels[train_idx]
+    w = sample_weights(y, [dataset.samples[i].source for i in train_idx], len(dataset.classes), within_source=balance)
+    if augmented is not None:  # the same images once more, with hospital cues drawn on every class
+        x = np.concatenate([x, augmented.pooled[train_idx]])
+        y, w = np.concatenate([y, y]), np.concatenate([w, w])
+    head = fit_head(x, y, w, len(dataset.classes), x_val=features.pooled[val_idx], y_val=labels[val_idx], seed=seed)
+    temperature = M.fit_temperature(labels[val_idx], head.probabilities(features.pooled[val_idx]))
+    return head, temperature
+
+
 def run_fold(
     dataset: Dataset,
     features: Features,
@@ -217,14 +241,10 @@ def run_fold(
     from ml.gate import FeatureStats
 
     classes = dataset.classes
-    labels = np.array([classes.index(s.label) for s in dataset.samples])
-    x, y = features.pooled[train_idx], labels[train_idx]
-    w = _weights(dataset, train_idx, y, len(classes), balance)
-    if augmented is not None:  # the same images once more, with hospital cues drawn on every class
-        x = np.concatenate([x, augmented.pooled[train_idx]])
-        y, w = np.concatenate([y, y]), np.concatenate([w, w])
-    head = fit_head(x, y, w, len(classes), x_val=features.pooled[val_idx], y_val=labels[val_idx], seed=seed)
-    temperature = M.fit_temperature(labels[val_idx], head.probabilities(features.pooled[val_idx]))
+    labels = dataset_labels(dataset)
+    head, temperature = fit_calibrated_head(
+        dataset, features, augmented, train_idx, val_idx, balance=balance, seed=seed
+    )
     raw = head.probabilities(features.pooled[test_idx])
     probs = M.apply_temperature(raw, temperature)
     stats = FeatureStats.fit(features.pooled[train_idx], labels[train_idx])

@@ -30,9 +30,10 @@ from training.architectures import ARCHITECTURES, build_model
 from training.crossval import (
     Head,
     border_mass,
+    dataset_labels,
     default_held_out,
     features_for,
-    fit_head,
+    fit_calibrated_head,
     gradcam,
     leave_one_source_out,
 )
@@ -41,21 +42,6 @@ from training.pretrained import provenance_of
 from training.report import write_card
 
 logger = logging.getLogger("training")
-
-
-def convert_to_onnx(folder: Path) -> None:
-    """The worker's engine runs model.onnx, made from model.keras by tf2onnx, which needs the
-    TensorFlow backend; a JAX run (GPU machines) leaves it to `python -m ml.export_onnx` or to
-    the install step (scripts/run.sh converts stale folders)."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        logger.warning("Keras runs on %s: run `python -m ml.export_onnx %s` where TensorFlow is installed",
-                       keras.backend.backend(), folder)  # fmt: skip
-        return
-    from ml.export_onnx import convert
-
-    convert(folder)
 
 
 def build_shipped_model(arch: str, n_classes: int, size: int, weights: Path, head: Head):
@@ -81,7 +67,7 @@ def train_frozen(args: argparse.Namespace) -> Path:
     spec = Preprocessing(size, size, arch.scale, args.contrast, args.border)
     dataset = cap_training(discover(args.data, args.modality), args.max_train_per_source_class, args.seed)
     classes = dataset.classes
-    labels = np.array([classes.index(s.label) for s in dataset.samples])
+    labels = dataset_labels(dataset)
     splits = np.array([s.split for s in dataset.samples])
     features, augmented = features_for(
         dataset, args.arch, spec, args.weights, args.cache, args.seed if args.augment else None
@@ -95,16 +81,10 @@ def train_frozen(args: argparse.Namespace) -> Path:
         folds = leave_one_source_out(dataset, features, augmented, held_out=held_out, **kwargs) if held_out else {}
 
     train_idx, val_idx, test_idx = (np.flatnonzero(splits == name) for name in ("train", "val", "test"))
-    from training.train import sample_weights
-
-    x, y = features.pooled[train_idx], labels[train_idx]
-    w = sample_weights(y, [dataset.samples[i].source for i in train_idx], len(classes),
-                       within_source=args.balance_within_source)  # fmt: skip
-    if augmented is not None:
-        x, y, w = (np.concatenate([x, augmented.pooled[train_idx]]), np.concatenate([y, y]), np.concatenate([w, w]))
-    head = fit_head(x, y, w, len(classes), x_val=features.pooled[val_idx], y_val=labels[val_idx], seed=args.seed)
+    head, temperature = fit_calibrated_head(
+        dataset, features, augmented, train_idx, val_idx, balance=args.balance_within_source, seed=args.seed
+    )
     val_raw = head.probabilities(features.pooled[val_idx])
-    temperature = M.fit_temperature(labels[val_idx], val_raw)
     test_raw = head.probabilities(features.pooled[test_idx])
     test_probs = M.apply_temperature(test_raw, temperature)
     test_border = border_mass(gradcam(features.maps[test_idx], head, test_raw), size)
@@ -187,7 +167,9 @@ def train_frozen(args: argparse.Namespace) -> Path:
             name: features.pooled[idx] for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))
         },
     )
-    convert_to_onnx(out)
+    from ml.export_onnx import convert_after_training
+
+    convert_after_training(out)
     logger.info("Wrote %s in %.0f s", out, time.time() - started)
     return out
 

@@ -239,9 +239,9 @@ def train(args: argparse.Namespace) -> Path:
         from training.gate import calibrate as calibrate_gate  # imports this module: load it late
 
         calibrate_gate(out, dataset, batch_size=args.batch_size, seed=args.seed)
-    from training.frozen import convert_to_onnx  # frozen imports this module: load it late
+    from ml.export_onnx import convert_after_training
 
-    convert_to_onnx(out)
+    convert_after_training(out)
     logger.info("Wrote %s", out)
     return out
 
