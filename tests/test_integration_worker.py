@@ -140,9 +140,12 @@ def test_poison_image_in_a_batch_fails_alone_in_a_real_worker(workers, api, radi
     assert "EXIF" in poison.error_message
     assert "Gave up" not in poison.error_message
     assert str(settings.MEDIA_ROOT) not in poison.error_message
-    # One task ran the batch; the others' messages found their jobs done.
+    # One task ran the batch; the others' messages found their jobs done. The jobs are stored
+    # before Celery logs each task's end: wait for the third line instead of reading the log once.
+    done = r"Task diagnosis\.tasks\.run_inference_job\[\S+\] succeeded"
+    wait_for(lambda: len(re.findall(done, worker.log())) >= 3, timeout=JOB_TIMEOUT, what="3 task ends", log=worker.log)
     log = worker.log()
-    assert len(re.findall(r"Task diagnosis\.tasks\.run_inference_job\[\S+\] succeeded", log)) == 3
+    assert len(re.findall(done, log)) == 3
     assert "raised unexpected" not in log
     detail = api.get(bodies[1]["job"]["url"]).json()
     assert (detail["status"], detail["error_message"]) == ("failed", poison.error_message)
