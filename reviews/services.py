@@ -16,6 +16,7 @@ from diagnosis.models import Case, Image, InferenceJob
 from ml.labels import display_name
 from reviews import selectors
 from reviews.models import Addendum, Report
+from reviews.signals import report_signed
 
 MAX_TEXT_LENGTH = 10_000
 NOT_SIGNED_MESSAGE = "This case has no signed report yet: an addendum amends a signed report. Sign the case first."
@@ -142,6 +143,7 @@ def report_sign(
             raise ReviewConflict("This case was signed a moment ago by someone else.", code="already_signed") from None
         # From now on the worklist shows the finding the report recorded, whatever arrives later.
         fresh.refresh_reading_order()
+        report_signed.send(sender=Report, report=report, user=signed_by)
     return report
 
 
