@@ -203,7 +203,7 @@ def start_worker(
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
-    command = [str(CELERY), "-A", "xnet_site", "worker", "-Q", "xray,ct,maintenance", "-c", "1"]
+    command = [str(CELERY), "-A", "xnet_site", "worker", "-Q", "xray,ct,maintenance,dicom", "-c", "1"]
     command += ["--pool", "prefork", "-l", "info", "-n", name, "--without-gossip", "--without-mingle"]
     if beat:
         command += ["-B", "-s", str(folder / "celerybeat-schedule")]
