@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "diagnosis",
     "reviews",
     "audit",
+    "modelops",  # local validation, promotion and drift alarms of model versions (issue 12)
     "health",  # heartbeats and /healthz
 ]
 
@@ -267,11 +268,38 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(XNET_SWEEP_INTERVAL),
         "options": {"queue": "maintenance", "expires": float(XNET_SWEEP_INTERVAL)},
     },
+    # Drift alarms (modelops): each day, the last complete weeks of every active model version.
+    "check-model-drift": {
+        "task": "modelops.tasks.check_drift",
+        "schedule": 24 * 3600.0,
+        "options": {"queue": "maintenance", "expires": 12 * 3600.0},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Admin/ops.
 ADMINS = [("XNET admins", a) for a in env_list("XNET_ADMIN_EMAILS", [])]
+# E-mail (drift alarms to department admins): printed to the console unless a backend is set,
+# e.g. XNET_EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend with EMAIL_HOST/EMAIL_PORT.
+EMAIL_BACKEND = env_str("XNET_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("XNET_FROM_EMAIL", "xnet@localhost")
+
+# Model operations (modelops). A silent version is promoted to assistive only with at least
+# XNET_PROMOTION_MIN_SIGNED_PER_CLASS signed cases in each class here (a site admin may override).
+# Drift: each of the last XNET_DRIFT_LOOKBACK_WEEKS complete weeks is compared with the model's
+# test-split figures; a statistic is judged from XNET_DRIFT_MIN_WEEKLY_N observations, at level
+# XNET_DRIFT_ALPHA each (exact binomial bands; README "Local validation and drift").
+XNET_PROMOTION_MIN_SIGNED_PER_CLASS = env_int("XNET_PROMOTION_MIN_SIGNED_PER_CLASS", 20, minimum=1)
+XNET_DRIFT_LOOKBACK_WEEKS = env_int("XNET_DRIFT_LOOKBACK_WEEKS", 4, minimum=1)
+XNET_DRIFT_MIN_WEEKLY_N = env_int("XNET_DRIFT_MIN_WEEKLY_N", 20, minimum=1)
+try:
+    XNET_DRIFT_ALPHA = float(env_str("XNET_DRIFT_ALPHA", "0.001"))
+except ValueError as exc:
+    raise ImproperlyConfigured("XNET_DRIFT_ALPHA must be a number, e.g. 0.001") from exc
+if not 0 < XNET_DRIFT_ALPHA < 1:
+    raise ImproperlyConfigured("XNET_DRIFT_ALPHA must be between 0 and 1")
 
 # Security: strict when DEBUG is off (checked by `manage.py check --deploy`).
 SESSION_COOKIE_HTTPONLY = True
