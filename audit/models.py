@@ -69,6 +69,7 @@ class AuditEvent(models.Model):
         # Clinical records (diagnosis app).
         IMAGE_WITHDRAW = "image_withdraw", "Withdrew an image"
         JOB_RETRY = "job_retry", "Re-ran a failed AI job"
+        MODEL_STATUS_CHANGE = "model_status_change", "Changed a model's status"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(

@@ -12,7 +12,7 @@ from django.dispatch import receiver
 from audit.models import AuditEvent
 from audit.services import audit_record, current_request
 from diagnosis.models import Case, Patient
-from diagnosis.signals import image_withdrawn, job_retried
+from diagnosis.signals import image_withdrawn, job_retried, model_status_changed
 
 
 @receiver(user_logged_in, dispatch_uid="audit_login")
@@ -104,4 +104,25 @@ def _job_retried(sender, job, retry, user, **kwargs) -> None:
         object_type="job",
         object_id=retry.pk,
         detail={"failed_job": job.pk, "image": job.image_id, "case": job.image.case_id, "reason": job.error_message},
+    )
+
+
+@receiver(model_status_changed, dispatch_uid="audit_model_status_changed")
+def _model_status_changed(sender, deployment, change, user, **kwargs) -> None:
+    """A model version's status in a department changed (or its row was created at install):
+    who (None for a sync), from what to what, and why, in the changing transaction."""
+    audit_record(
+        action=AuditEvent.Action.MODEL_STATUS_CHANGE,
+        actor=user,
+        department_id=deployment.department_id,
+        object_type="model_deployment",
+        object_id=deployment.pk,
+        detail={
+            "model": f"{deployment.model_name} {deployment.model_version}",
+            "modality": deployment.modality,
+            "from": change.from_status,
+            "to": change.to_status,
+            "reason": change.reason,
+            "override": change.override,
+        },
     )

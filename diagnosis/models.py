@@ -288,6 +288,15 @@ class InferenceJob(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["status", "queued_at"])]
+        constraints = [
+            # Exactly one result per model per image: a second live job of the same model for the
+            # same image is refused (a failed one may be re-run as a new job).
+            models.UniqueConstraint(
+                fields=["image", "model_name", "model_version"],
+                condition=~models.Q(status="failed") & ~models.Q(model_name=""),
+                name="one_live_job_per_model_per_image",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Job {self.pk} ({self.status})"
@@ -307,6 +316,118 @@ class InferenceJob(models.Model):
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+
+class ModelDeployment(models.Model):
+    """One installed model version in one department: silent, assistive or retired.
+
+    A model speaks only where it has been validated: a silent version runs on every upload of its
+    modality and its results are stored for local validation but shown to nobody and never used
+    for triage; an assistive one is shown and orders the worklist; a retired one no longer runs.
+    Rows are created by model_status.deployments_sync (migrate, worker start, `sync_models`); status
+    changes go through model_status.deployment_set_status, which keeps the history below.
+    """
+
+    class Status(models.TextChoices):
+        SILENT = "silent", "Silent"
+        ASSISTIVE = "assistive", "Assistive"
+        RETIRED = "retired", "Retired"
+
+    ACTIVE = (Status.SILENT, Status.ASSISTIVE)
+
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="model_deployments")
+    modality = models.CharField(max_length=8, choices=Modality.choices)
+    model_name = models.CharField(max_length=100)
+    model_version = models.CharField(max_length=50)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SILENT)
+    status_since = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["department", "modality", "model_name", "model_version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["department", "model_name", "model_version"], name="unique_deployment_per_department"
+            ),
+            # One voice per modality and department: promoting a version demotes the previous one.
+            models.UniqueConstraint(
+                fields=["department", "modality"],
+                condition=models.Q(status="assistive"),
+                name="one_assistive_model_per_department_modality",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} {self.model_version} in {self.department}: {self.status}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class ModelStatusChange(models.Model):
+    """Append-only history of a deployment's status: who, when, why (audit records it too)."""
+
+    deployment = models.ForeignKey(ModelDeployment, on_delete=models.PROTECT, related_name="changes")
+    from_status = models.CharField(
+        max_length=16, choices=ModelDeployment.Status.choices, blank=True, help_text="blank: the row was created"
+    )
+    to_status = models.CharField(max_length=16, choices=ModelDeployment.Status.choices)
+    reason = models.TextField()
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    changed_at = models.DateTimeField(default=timezone.now)
+    override = models.BooleanField(default=False, help_text="a site admin overrode a refusal (e.g. too few cases)")
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment}: {self.from_status or 'new'} -> {self.to_status}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise ValidationError("The model status history is append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError("The model status history is append-only.")
+
+
+class ModelStartingStatus(models.Model):
+    """A site admin's starting status for a model version, used when its deployments are first
+    created (all departments, or one): wins over the model folder's recommended_status."""
+
+    model_name = models.CharField(max_length=100)
+    model_version = models.CharField(max_length=50)
+    department = models.ForeignKey(
+        Department,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="empty: every department without its own setting",
+    )
+    status = models.CharField(max_length=16, choices=ModelDeployment.Status.choices)
+    reason = models.TextField()
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    set_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "model starting statuses"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_name", "model_version", "department"],
+                name="unique_starting_status_per_department",
+                nulls_distinct=False,
+            ),
+        ]
+
+    def __str__(self) -> str:
+        where = self.department or "every department"
+        return f"{self.model_name} {self.model_version} starts {self.status} in {where}"
 
 
 class Prediction(models.Model):

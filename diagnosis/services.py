@@ -105,6 +105,16 @@ def case_create(*, patient: Patient, modality: str, created_by: User, indication
 # Uploads ---------------------------------------------------------------------------------
 
 
+class UploadedJobs(list):
+    """The jobs an upload queued (a list, as before issue 12), with the images it stored: an
+    image gets one job per active model version of its modality, or none where no version is
+    active, so the images cannot be read off the jobs."""
+
+    def __init__(self, jobs: Iterable[InferenceJob] = (), *, images: list[Image]) -> None:
+        super().__init__(jobs)
+        self.images = images
+
+
 def _inspect_all(files: list[UploadedFile], *, frame: int | None = None) -> list[InspectedImage]:
     inspected = []
     for upload in files:
@@ -152,8 +162,9 @@ def images_upload(
     uploaded_by: User,
     frame: int | None = None,
     confirm_modality: bool = False,
-) -> list[InferenceJob]:
-    """Store images and queue one inference job each: all of them, or nothing.
+) -> UploadedJobs:
+    """Store images and queue their inference jobs (one per active model version of the image's
+    modality in the department: model_status.active_deployments): all of them, or nothing.
 
     A signed case takes no new image (CaseConflict, code case_signed): what was signed stays
     what the record shows. Every file is inspected before anything is written. Jobs are queued after commit, so a
@@ -180,7 +191,7 @@ def _store_images(
     inspected: list[InspectedImage],
     uploaded_by: User,
     confirm_modality: bool,
-) -> list[InferenceJob]:
+) -> UploadedJobs:
     modalities = [
         _routed_modality(case=case, name=upload.name or "upload", info=info, confirm_modality=confirm_modality)
         for upload, info in zip(files, inspected, strict=True)
@@ -216,23 +227,38 @@ def _store_images(
                     image.sop_instance_uid = info.dicom.sop_instance_uid
                     image.dicom = info.dicom.header
                 image.save()
-                job = InferenceJob.objects.create(image=image)
-                jobs.append(job)
-                transaction.on_commit(partial(job_enqueue, job_id=job.pk), robust=True)
+                for job in _jobs_create(image=image, department_id=case.patient.department_id):
+                    jobs.append(job)
+                    transaction.on_commit(partial(job_enqueue, job_id=job.pk), robust=True)
     except BaseException:
         for image in written:
             image.file.delete(save=False)
             image.rendered.delete(save=False)
         raise
-    return jobs
+    return UploadedJobs(jobs, images=written)
+
+
+def _jobs_create(*, image: Image, department_id: int) -> list[InferenceJob]:
+    """One job per model version active (silent or assistive) for the image's modality in the
+    department, the assistive one first, each naming its model. None when no version is active:
+    the image is stored for reading and pages say no model runs for it."""
+    from diagnosis.model_status import active_deployments
+
+    return [
+        InferenceJob.objects.create(image=image, model_name=row.model_name, model_version=row.model_version)
+        for row in active_deployments(department=department_id, modality=image.modality)
+    ]
 
 
 def image_upload(
     *, case: Case, file: UploadedFile, uploaded_by: User, frame: int | None = None, confirm_modality: bool = False
-) -> InferenceJob:
-    return images_upload(
+) -> InferenceJob | None:
+    """One image; returns its first job (the assistive model's where one is active), or None
+    when no model version is active for its modality here (the image is stored all the same)."""
+    jobs = images_upload(
         case=case, files=[file], uploaded_by=uploaded_by, frame=frame, confirm_modality=confirm_modality
-    )[0]
+    )
+    return jobs[0] if jobs else None
 
 
 def image_open(*, image: Image) -> BinaryIO:
@@ -331,7 +357,7 @@ def case_from_dicom(
     indication: str = "",
     frame: int | None = None,
     confirm_modality: bool = False,
-) -> list[InferenceJob]:
+) -> UploadedJobs:
     """A new case from DICOM files: the patient matched by PatientID in the uploader's department
     or registered from the DICOM; the modality the given one, else the DICOM's. Every file is
     inspected first; then patient, case, images and jobs are written together, or nothing."""
@@ -909,9 +935,11 @@ def job_retry(*, job_id: int, user: User) -> InferenceJob:
             raise ValidationError(
                 f"Only failed jobs can be re-run; this one is {job.get_status_display().lower()}.", code="not_failed"
             )
+        # Each model's jobs of the image are a line of their own (issue 12: one job per active model).
+        same_model = job.image.jobs.filter(model_name=job.model_name, model_version=job.model_version)
         if (
-            job.image.jobs.filter(created_at__gt=job.created_at).exists()
-            or job.image.jobs.filter(created_at=job.created_at, pk__gt=job.pk).exists()
+            same_model.filter(created_at__gt=job.created_at).exists()
+            or same_model.filter(created_at=job.created_at, pk__gt=job.pk).exists()
         ):
             raise ValidationError(
                 "This image has a newer job already; re-run that one if it failed.", code="not_latest"
@@ -920,7 +948,7 @@ def job_retry(*, job_id: int, user: User) -> InferenceJob:
             raise ValidationError(
                 "The case is signed; its results are frozen and cannot be re-run.", code="case_signed"
             )
-        retry = InferenceJob.objects.create(image=job.image)
+        retry = InferenceJob.objects.create(image=job.image, model_name=job.model_name, model_version=job.model_version)
         job_retried.send(sender=InferenceJob, job=job, retry=retry, user=user)
         transaction.on_commit(partial(job_enqueue, job_id=retry.pk), robust=True)
     logger.info("Job %s re-run as job %s by %s", job.pk, retry.pk, user.get_username())

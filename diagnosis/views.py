@@ -161,7 +161,7 @@ def _create_case_with_images(request: HttpRequest, form: CaseCreateForm) -> Case
             else:
                 form.add_error("images", exc)
             return None
-        return jobs[0].image.case
+        return jobs.images[0].case
     uploading = False
     try:
         with transaction.atomic():
@@ -252,10 +252,9 @@ def case_upload(request: HttpRequest, case_id: int) -> HttpResponse:
         except ValidationError as exc:
             form.add_error("images", exc)
         else:
-            count = len(jobs)
-            messages.success(
-                request, f"{count} image{'s' if count != 1 else ''} uploaded and queued for classification."
-            )
+            count = len(jobs.images)
+            queued = "queued for classification" if jobs else "stored for reading (no model runs for them here)"
+            messages.success(request, f"{count} image{'s' if count != 1 else ''} uploaded and {queued}.")
             return redirect("case_detail", case_id=case.pk)
     return _render_case(request, case, upload_form=form, status=400)
 
