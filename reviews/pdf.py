@@ -1,10 +1,13 @@
 """The signed report as a PDF (reportlab): what goes into the patient's record.
 
 Built from the Report row (the AI result copied at signing), the images the report was signed on
-(never one uploaded later), as the page shows them (the rendered PNG of a DICOM, else the upload)
-with the Grad-CAM heatmap of the result signed over them when the worker made one, and the
-model's card (calibration, intended use) when the model is installed. Images are numbered by
-their position in the case, as on the pages.
+(never one uploaded later), as the page shows them (the rendered PNG of a DICOM, else the upload),
+plain and with the Grad-CAM heatmap of the result signed over them when the worker made one, and
+the model's intended use when the model is installed. Read as a clinician reads it: every page
+names the patient, record number and case with "Page N of M" (pages get separated and misfiled);
+the radiologist's finding and impression come first, then the AI result (naming the image it came
+from), then the images, each captioned "Image k of n". Technical model details (the calibration
+temperature) stay on the model card page, not in the patient's record.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.pdfbase.pdfmetrics import stringWidth
+from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Image as PDFImage
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
@@ -33,7 +38,8 @@ from reviews.models import Report
 
 logger = logging.getLogger(__name__)
 
-IMAGE_BOX = 75 * mm  # each image fits in a square this size
+IMAGE_BOX = 75 * mm  # an image alone fits in a square this size
+HALF_BOX = 80 * mm  # an image beside its heatmap copy: two fit the 170 mm between the margins
 HEATMAP_OPACITY = 0.6  # of the heatmap's own alpha (which rises with the activation)
 
 
@@ -93,12 +99,12 @@ def _heatmap_over(picture: PILImage.Image, prediction: Prediction | None) -> tup
     return PILImage.composite(heat.convert("RGB"), picture, alpha), True
 
 
-def _flowable(picture: PILImage.Image) -> PDFImage:
+def _flowable(picture: PILImage.Image, box: float) -> PDFImage:
     buffer = io.BytesIO()
     picture.thumbnail((1024, 1024))
     picture.save(buffer, format="PNG")
     buffer.seek(0)
-    scale = IMAGE_BOX / max(picture.size)
+    scale = box / max(picture.size)
     return PDFImage(buffer, width=picture.width * scale, height=picture.height * scale)
 
 
@@ -144,6 +150,88 @@ def _table(rows: list[list], widths: tuple[float, float] = (45 * mm, 125 * mm)) 
     return table
 
 
+HEADER_FONT = ("Helvetica", 8)
+HEADER_GREY = colors.HexColor("#555f6d")
+
+
+def _fit(name: str, width: float) -> str:
+    """`name` cut with an ellipsis to fit `width` in the header font: a long name must not push
+    the record number, case or "Page N of M" off the line."""
+    if stringWidth(name, *HEADER_FONT) <= width:
+        return name
+    while name and stringWidth(name + "…", *HEADER_FONT) > width:
+        name = name[:-1]
+    return name + "…"
+
+
+def _canvas_with_header(name: str, rest: str):
+    """A canvas class that draws the header on every page once the page count is known: pages
+    are held until save(), then each gets "patient · MRN · case" and "Page N of M" (two passes
+    over the document would lay it out twice)."""
+
+    class HeaderCanvas(Canvas):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._held_pages: list[dict] = []
+
+        def showPage(self) -> None:  # noqa: N802 (reportlab's name)
+            self._held_pages.append(dict(self.__dict__))
+            self._startPage()
+
+        def save(self) -> None:
+            total = len(self._held_pages)
+            for number, state in enumerate(self._held_pages, start=1):
+                self.__dict__.update(state)
+                self._draw_header(number, total)
+                super().showPage()
+            super().save()
+
+        def _draw_header(self, number: int, total: int) -> None:
+            width, height = self._pagesize
+            page = f"Page {number} of {total}"
+            y = height - 11 * mm
+            self.saveState()
+            self.setFont(*HEADER_FONT)
+            self.setFillColor(HEADER_GREY)
+            self.drawRightString(width - 20 * mm, y, page)
+            room = width - 40 * mm - stringWidth(page + rest, *HEADER_FONT) - 6 * mm
+            self.drawString(20 * mm, y, _fit(name, room) + rest)
+            self.setStrokeColor(HEADER_GREY)
+            self.setLineWidth(0.3)
+            self.line(20 * mm, y - 2 * mm, width - 20 * mm, y - 2 * mm)
+            self.restoreState()
+
+    return HeaderCanvas
+
+
+def _caption(index: int, total: int, image: Image) -> str:
+    """ "Image k of n" among the images signed; the case's own number too when a withdrawn image
+    left a gap (numbers are never reused), so the PDF still matches the case page."""
+    caption = f"Image {index} of {total}"
+    return caption if image.position == index else f"{caption} (image {image.position} of the case)"
+
+
+def _small(text: str) -> Paragraph:
+    return Paragraph(escape(text), getSampleStyleSheet()["Italic"])
+
+
+def _pictures(picture: PILImage.Image, prediction: Prediction | None) -> list:
+    """The image plain and, when the worker made one, with its heatmap over it, side by side."""
+    over, with_heatmap = _heatmap_over(picture.copy(), prediction)
+    if not with_heatmap:
+        return [_flowable(picture, IMAGE_BOX), _small("Plain image. No heatmap.")]
+    pair = Table(
+        [
+            [_flowable(picture, HALF_BOX), _flowable(over, HALF_BOX)],
+            [_small("Plain"), _small("Heatmap (Grad-CAM, top class) drawn over the image")],
+        ],
+        colWidths=(HALF_BOX + 4 * mm, HALF_BOX + 4 * mm),
+        hAlign="LEFT",
+    )
+    pair.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
+    return [pair]
+
+
 def render_report_pdf(*, report: Report, case: Case) -> bytes:
     """The report as PDF bytes. `case` comes from case_detail (images, jobs, predictions
     prefetched); `report` from reviews.selectors.report_for_case (addenda prefetched)."""
@@ -161,6 +249,9 @@ def render_report_pdf(*, report: Report, case: Case) -> bytes:
 
     patient = case.patient
     signed_images = _signed_images(report, case)
+    captions = {
+        image.pk: _caption(index, len(signed_images), image) for index, (image, _, _) in enumerate(signed_images, 1)
+    }
     spec = None
     if report.ai_model_name:
         spec = find_model(settings.XNET_MODEL_DIR, report.ai_model_name, report.ai_model_version)
@@ -185,45 +276,7 @@ def render_report_pdf(*, report: Report, case: Case) -> bytes:
             ]
         ),
         *long_text("Indication", case.indication or "-"),
-        Paragraph("Images", styles["Heading2"]),
-    ]
-    for image, entry, job in signed_images:
-        prediction = None
-        if entry.get("status") == InferenceJob.Status.SUCCEEDED and job is not None:
-            prediction = getattr(job, "prediction", None)
-        picture = _open_picture(image)
-        size = f"{image.width} x {image.height} {image.format}"
-        lines = [f"Image {image.position}: {size}, uploaded {_when(image.uploaded_at)}"]
-        if image.dicom:
-            dicom = image.dicom
-            lines.append(f"Study date {dicom.get('study_date', '-')}, view {dicom.get('view_position', '-')}")
-        lines.append(_ai_line(entry, job))
-        parts = [para(line, small) for line in lines]
-        if picture is not None:
-            picture, with_heatmap = _heatmap_over(picture, prediction)
-            parts.insert(0, _flowable(picture))
-            parts.append(
-                para("Heatmap (Grad-CAM, top class) drawn over the image." if with_heatmap else "No heatmap.", small)
-            )
-        else:
-            parts.append(para("The image file could not be read.", small))
-        story += [KeepTogether(parts), Spacer(1, 4 * mm)]
-
-    story += [
-        Paragraph("AI result (as shown when signing)", styles["Heading2"]),
-        _table(
-            [
-                ["AI finding", _label(report.ai_label) if report.ai_label else "No AI result"],
-                ["Probability", _percent(report.ai_probability)],
-                ["Model", f"{report.ai_model_name} {report.ai_model_version}".strip() or "-"],
-                [
-                    "Calibration",
-                    f"temperature scaling, T = {spec.temperature:g}"
-                    if spec
-                    else "not available (the model is not installed here)",
-                ],
-            ]
-        ),
+        # The radiologist's reading leads: it is the report; the AI result and images support it.
         Paragraph("Radiologist", styles["Heading2"]),
         _table(
             [
@@ -247,6 +300,38 @@ def render_report_pdf(*, report: Report, case: Case) -> bytes:
         for addendum in addenda:
             story.append(para(f"{_when(addendum.created_at)}, {_person(addendum.author)}:", small))
             story.append(para(addendum.text))
+
+    ai_rows: list[list] = [
+        ["AI finding", _label(report.ai_label) if report.ai_label else "No AI result"],
+        ["Probability", _percent(report.ai_probability)],
+    ]
+    if report.ai_label:
+        source = next(
+            (captions[image.pk] for image, entry, _ in signed_images if entry.get("job") == report.ai_job_id), ""
+        )
+        ai_rows.append(["From", source or "an image no longer in the case"])
+    ai_rows.append(["Model", f"{report.ai_model_name} {report.ai_model_version}".strip() or "-"])
+    story += [Paragraph("AI result (as shown when signing)", styles["Heading2"]), _table(ai_rows)]
+
+    story.append(Paragraph("Images", styles["Heading2"]))
+    for image, entry, job in signed_images:
+        prediction = None
+        if entry.get("status") == InferenceJob.Status.SUCCEEDED and job is not None:
+            prediction = getattr(job, "prediction", None)
+        picture = _open_picture(image)
+        lines = [f"{image.width} x {image.height} {image.format}, uploaded {_when(image.uploaded_at)}"]
+        if image.dicom:
+            dicom = image.dicom
+            lines.append(f"Study date {dicom.get('study_date', '-')}, view {dicom.get('view_position', '-')}")
+        lines.append(_ai_line(entry, job))
+        parts: list = [Paragraph(escape(captions[image.pk]), styles["Heading4"])]
+        if picture is not None:
+            parts += _pictures(picture, prediction)
+        else:
+            parts.append(para("The image file could not be read.", small))
+        parts += [para(line, small) for line in lines]
+        story += [KeepTogether(parts), Spacer(1, 4 * mm)]
+
     intended_use = (spec.card.get("intended_use") if spec else "") or "not available (the model is not installed here)"
     story += [
         Paragraph("Intended use of the model", styles["Heading2"]),
@@ -263,10 +348,10 @@ def render_report_pdf(*, report: Report, case: Case) -> bytes:
         author=_person(report.signed_by),
         leftMargin=20 * mm,
         rightMargin=20 * mm,
-        topMargin=18 * mm,
+        topMargin=22 * mm,  # room for the header line
         bottomMargin=18 * mm,
     )
-    document.build(story)
+    document.build(story, canvasmaker=_canvas_with_header(patient.name, f" · MRN {patient.mrn} · Case {case.pk}"))
     return buffer.getvalue()
 
 

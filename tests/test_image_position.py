@@ -68,7 +68,7 @@ def test_pdf_names_images_by_position(radiologist, case):
     fresh = selectors.case_for_review(user=radiologist, case_id=case.pk)
     content = render_report_pdf(report=selectors.report_for_case(case=fresh), case=fresh)
     text = " ".join(" ".join(page.extract_text() for page in PdfReader(io.BytesIO(content)).pages).split())
-    assert "Image 1: 128 x 128 PNG" in text
-    assert "Image 2: 128 x 128 PNG" in text
+    assert "Image 1 of 2 Plain image. No heatmap. 128 x 128 PNG" in text
+    assert "Image 2 of 2 Plain image. No heatmap. 128 x 128 PNG" in text
     for image in case.images.all():
         assert f"Image {image.pk}:" not in text

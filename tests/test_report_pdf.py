@@ -9,6 +9,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
 from pypdf import PdfReader
+from pypdf.generic import ContentStream
 from pytest_django.asserts import assertContains
 
 from diagnosis.models import Case, Image
@@ -30,6 +31,17 @@ def pdf_text(content: bytes) -> str:
     """The PDF's text with whitespace collapsed (table cells come out on lines of their own)."""
     reader = PdfReader(io.BytesIO(content))
     return " ".join(" ".join(page.extract_text() for page in reader.pages).split())
+
+
+def pictures_drawn(content: bytes) -> int:
+    """Images drawn on the pages: reportlab stores identical pictures once (the factory's images
+    are all the same PNG), so count the drawing operators, not the stored images."""
+    count = 0
+    for page in PdfReader(io.BytesIO(content)).pages:
+        names = set(page["/Resources"].get("/XObject", {}).keys())
+        operations = ContentStream(page.get_contents(), page.pdf).operations
+        count += sum(1 for operands, operator in operations if operator == b"Do" and operands[0] in names)
+    return count
 
 
 @pytest.fixture
@@ -88,21 +100,21 @@ def test_report_pdf_text(rad_client, radiologist, installed_models, case):
         "AI finding Pneumonia",
         "70.0 %",
         "xray-tiny 1.0.0",
-        "temperature scaling, T = 1",
         "Finding Tuberculosis",
         "Agrees with AI no",
         "Cavitating lesion in the right upper lobe.",
         "Signed by Grace Hopper",
         "Sputum sample requested.",
         "Software tests only: an untrained network with random weights.",
-        "Heatmap (Grad-CAM, top class) drawn over the image.",
-        "No heatmap.",
+        "Heatmap (Grad-CAM, top class) drawn over the image",
+        "Plain image. No heatmap.",
         "Study date 2026-03-01, view PA",
     ):
         assert expected in text, expected
     assert "could not be read" not in text
-    pictures = [image for page in PdfReader(io.BytesIO(response.content)).pages for image in page.images]
-    assert len(pictures) == 2
+    assert "temperature" not in text  # a model detail for the model card, not the patient's record
+    # The image with a heatmap shows twice (plain, and with the heatmap over it); the other once.
+    assert pictures_drawn(response.content) == 3
 
 
 def test_report_pdf_without_installed_model_or_heatmap(radiologist, settings, tmp_path, case):
