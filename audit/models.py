@@ -70,6 +70,7 @@ class AuditEvent(models.Model):
         IMAGE_WITHDRAW = "image_withdraw", "Withdrew an image"
         JOB_RETRY = "job_retry", "Re-ran a failed AI job"
         MODEL_STATUS_CHANGE = "model_status_change", "Changed a model's status"
+        DRIFT_ALARM = "drift_alarm", "A model drifted (weekly drift alarm)"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
