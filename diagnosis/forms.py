@@ -74,7 +74,13 @@ class WorklistFilterForm(forms.Form):
     STATUS_CHOICES = [("", "Any status"), *InferenceJob.Status.choices, ("none", "No images yet")]
 
     q = forms.CharField(label="Record number or name", required=False, max_length=100)
-    status = forms.ChoiceField(choices=STATUS_CHOICES, required=False)
+    status = forms.ChoiceField(label="AI job", choices=STATUS_CHOICES, required=False)
+    # Whether a radiologist has signed the case: separate from the AI job's status.
+    reading = forms.ChoiceField(
+        label="Reading",
+        choices=[("", "Signed and unsigned"), ("unsigned", "Unsigned"), ("signed", "Signed")],
+        required=False,
+    )
     modality = forms.ChoiceField(choices=[("", "Any modality"), *Modality.choices], required=False)
     date_from = forms.DateField(label="From", required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(label="To", required=False, widget=forms.DateInput(attrs={"type": "date"}))
@@ -95,6 +101,7 @@ class WorklistFilterForm(forms.Form):
             "modality": data.get("modality") or None,
             "date_from": data.get("date_from"),
             "date_to": data.get("date_to"),
+            "reading": data.get("reading") or None,
         }
 
 
