@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "xnet_site.security.RequestBodyLimitMiddleware",
     "accounts.middleware.AccountSecurityMiddleware",  # second factor gate, idle session timeout
     "django.contrib.messages.middleware.MessageMiddleware",
+    "xnet_site.errors.FriendlyNotFoundMiddleware",  # our 404 page, not Django's URL list, with DEBUG on
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "audit.middleware.AuditMiddleware",  # after authentication: records views by URL name
     "diagnosis.middleware.DiskFullMiddleware",  # a full disk answers 507 with a reason, not a 500
@@ -363,9 +364,27 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# One console line per record: the "django" logger gets no console handler of its own (Django's
+# default one printed every record twice with DEBUG on) and keeps the e-mails to ADMINS. Expected
+# 4xx (a 403, a 404) log one line without a traceback; a 500 keeps it (xnet_site/log_filters.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {
+        "require_debug_false": {"()": "django.utils.log.RequireDebugFalse"},
+        "quiet_client_errors": {"()": "xnet_site.log_filters.QuietClientErrors"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"},
+        "mail_admins": {
+            "level": "ERROR",
+            "filters": ["require_debug_false"],
+            "class": "django.utils.log.AdminEmailHandler",
+        },
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django": {"handlers": ["mail_admins"], "level": "INFO"},
+        "django.request": {"filters": ["quiet_client_errors"]},
+    },
 }
