@@ -7,6 +7,8 @@ from diagnosis.api import errors as api_errors
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    path("models/", include("modelops.urls")),  # validation pages, promote/demote (department admins)
+    path("api/v1/model-statuses/", include("modelops.api_urls")),  # before the rest of /api/v1/ and its 404
     path("api/v1/", include("diagnosis.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file: no inline script, so the
