@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "accounts",
     "diagnosis",
     "reviews",
+    "fhir_api",  # FHIR R4 reads of signed reports (not "fhir": fhir.resources owns that name)
+    "webhooks",  # signed event POSTs to department-registered URLs
     "audit",
     "modelops",  # local validation, promotion and drift alarms of model versions (issue 12)
     "health",  # heartbeats and /healthz
@@ -277,6 +279,26 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# Webhooks (webhooks app): deliveries go out on XNET_WEBHOOK_QUEUE; each attempt waits at most
+# XNET_WEBHOOK_TIMEOUT seconds per connect/read; a failed one is retried after
+# XNET_WEBHOOK_RETRY_SECONDS x 2^(attempts-1) (at most XNET_WEBHOOK_RETRY_MAX_SECONDS), up to
+# XNET_WEBHOOK_MAX_ATTEMPTS attempts; beat re-queues a delivery overdue by
+# XNET_WEBHOOK_REPUBLISH_AFTER seconds (its message was lost). Targets must be https and public;
+# XNET_WEBHOOK_ALLOW_LOOPBACK (on with DEBUG, for development and tests only) also allows
+# loopback addresses over http (see webhooks/security.py).
+XNET_WEBHOOK_QUEUE = env_str("XNET_WEBHOOK_QUEUE", "maintenance")
+XNET_WEBHOOK_TIMEOUT = env_int("XNET_WEBHOOK_TIMEOUT", 10, minimum=1)
+XNET_WEBHOOK_RETRY_SECONDS = env_int("XNET_WEBHOOK_RETRY_SECONDS", 30, minimum=1)
+XNET_WEBHOOK_RETRY_MAX_SECONDS = env_int("XNET_WEBHOOK_RETRY_MAX_SECONDS", 3600, minimum=1)
+XNET_WEBHOOK_MAX_ATTEMPTS = env_int("XNET_WEBHOOK_MAX_ATTEMPTS", 10, minimum=1)
+XNET_WEBHOOK_REPUBLISH_AFTER = env_int("XNET_WEBHOOK_REPUBLISH_AFTER", 120, minimum=1)
+XNET_WEBHOOK_ALLOW_LOOPBACK = env_bool("XNET_WEBHOOK_ALLOW_LOOPBACK", DEBUG)
+CELERY_BEAT_SCHEDULE["sweep-webhook-deliveries"] = {
+    "task": "webhooks.tasks.sweep_webhook_deliveries",
+    "schedule": 60.0,
+    "options": {"queue": XNET_WEBHOOK_QUEUE, "expires": 60.0},
+}
 
 # Admin/ops.
 ADMINS = [("XNET admins", a) for a in env_list("XNET_ADMIN_EMAILS", [])]

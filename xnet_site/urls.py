@@ -6,6 +6,9 @@ from diagnosis.api import errors as api_errors
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("fhir/", include("fhir_api.urls")),  # FHIR R4 reads of signed reports (application/fhir+json)
+    path("webhooks/", include("webhooks.urls")),
+    path("api/v1/webhooks/", include("webhooks.api_urls")),  # before the rest of /api/v1/ and its 404
     path("accounts/", include("accounts.urls")),
     path("models/", include("modelops.urls")),  # validation pages, promote/demote (department admins)
     path("api/v1/model-statuses/", include("modelops.api_urls")),  # before the rest of /api/v1/ and its 404
