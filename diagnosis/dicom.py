@@ -21,6 +21,7 @@ import numpy as np
 import pydicom
 from django.core.exceptions import ValidationError
 from PIL import Image as PILImage
+from PIL.PngImagePlugin import PngInfo
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -575,4 +576,47 @@ def read_dicom(file: BinaryIO, *, frame: int | None = None, force: bool = False)
         sop_instance_uid=header["sop_instance_uid"][:64],
         patient=patient,
         header=header,
+    )
+
+
+# The 16-bit rendition for the viewer ----------------------------------------------------------
+
+# The tEXt keyword of a 16-bit rendition: "offset scale", so that value = png * scale + offset.
+VALUES_TEXT_KEY = "xnet-values"
+
+
+@dataclass(frozen=True)
+class ModalityValuesPng:
+    """The chosen frame's modality values (Hounsfield units for CT) as a 16-bit greyscale PNG."""
+
+    png: bytes
+    offset: float
+    scale: float
+    photometric: str
+
+
+def modality_values_png(file: BinaryIO, *, frame_index: int | None) -> ModalityValuesPng:
+    """The viewer's window/level works on these, not on the 8-bit PNG, so widening the window
+    shows what the 8-bit copy clipped. Whole values that span at most 65,536 steps (every CT and
+    nearly every radiograph) are stored exactly (offset = the minimum, scale 1); anything else
+    (a fractional rescale slope, a modality LUT) is spread linearly over the 16 bits. Stored
+    values are kept as they are: MONOCHROME1 is inverted by the viewer, as by any DICOM viewer.
+    Raises ValidationError on a file read_dicom would have refused."""
+    ds = _parse(file, force=True)
+    values, _ = _modality_values(ds, _stored_pixels(ds, frame_index))
+    low, high = float(np.floor(values.min())), float(values.max())
+    whole = bool(np.all(values == np.rint(values)))
+    if whole and high - low <= 65535:
+        scale = 1.0
+        pixels = (values - low).astype(np.uint16)
+    else:
+        scale = (high - low) / 65535.0 if high > low else 1.0
+        pixels = np.rint((values - low) / scale).clip(0, 65535).astype(np.uint16)
+    info = PngInfo()
+    info.add_text(VALUES_TEXT_KEY, f"{low!r} {scale!r}")
+    buffer = io.BytesIO()
+    # Pillow writes mode I;16 as a 16-bit greyscale PNG (big-endian samples, as PNG requires).
+    PILImage.fromarray(pixels, mode="I;16").save(buffer, format="PNG", pnginfo=info, compress_level=6)
+    return ModalityValuesPng(
+        png=buffer.getvalue(), offset=low, scale=scale, photometric=_text(ds, "PhotometricInterpretation")
     )

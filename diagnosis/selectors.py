@@ -392,3 +392,19 @@ def patient_history(*, patient: Patient) -> QuerySet[Case]:
         .order_by("-created_at", "-id")
     )
 
+
+def case_priors(*, user: User, case: Case, limit: int = 5) -> list[Case]:
+    """The patient's earlier cases of the same modality, newest first, for reading beside this one:
+    each with its images (withdrawn ones left out) and its signed report, if any.
+
+    The report lives in the reviews app, which builds on this one: read by relation name.
+    """
+    images = Image.objects.current().order_by("position")
+    return list(
+        case_list_for_user(user=user)
+        .filter(patient_id=case.patient_id, modality=case.modality)
+        .filter(Q(created_at__lt=case.created_at) | Q(created_at=case.created_at, pk__lt=case.pk))
+        .select_related("report__signed_by")
+        .prefetch_related(Prefetch("images", queryset=images))
+        .order_by("-created_at", "-id")[:limit]
+    )

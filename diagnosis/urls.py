@@ -12,6 +12,7 @@ urlpatterns = [
     path("cases/<int:case_id>/status/", views.case_status, name="case_status"),
     path("jobs/<int:job_id>/retry/", views.job_retry, name="job_retry"),
     path("images/<int:image_id>/file/", views.image_file, name="image_file"),
+    path("images/<int:image_id>/pixels/", views.image_pixels, name="image_pixels"),
     path("images/<int:image_id>/withdraw/", views.image_withdraw, name="image_withdraw"),
     path("predictions/<int:prediction_id>/heatmap/", views.prediction_heatmap, name="prediction_heatmap"),
     path("models/<str:name>/<str:version>/", views.model_card, name="model_card"),

@@ -26,12 +26,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.forms import add_service_errors
 from accounts.models import User
-from diagnosis import downloads, selectors, services
+from diagnosis import downloads, fragments, pixels, selectors, services
 from diagnosis.forms import CaseCreateForm, ImagesUploadForm, ImageWithdrawForm, PatientSearchForm, WorklistFilterForm
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
 from ml.labels import display_name
 from ml.registry import ModelSpec, find_model, model_for
-from reviews.forms import AddendumForm, ReportSignForm, signoff_context
 
 PAGE_SIZE = 25
 
@@ -197,31 +196,64 @@ def _render_case(
     case: Case,
     *,
     upload_form: ImagesUploadForm | None = None,
-    sign_form: ReportSignForm | None = None,
-    addendum_form: AddendumForm | None = None,
     withdraw_form: tuple[int, ImageWithdrawForm] | None = None,
+    fragment_state: dict[str, dict] | None = None,
     status: int = 200,
 ) -> HttpResponse:
+    """The case page. Blocks other apps own (the sign-off) come from diagnosis.fragments;
+    `fragment_state` hands a fragment its bound forms when its view re-renders the page."""
     images = _with_latest_jobs(case.images.all())
     finished = all(image.latest_job is None or image.latest_job.is_finished for image in images)
-    signoff = signoff_context(case=case, user=request.user, sign_form=sign_form, addendum_form=addendum_form)
+    rendered = fragments.render_case_fragments(request, case, finished=finished, state=fragment_state)
+    # A signed case is frozen: no upload, no withdrawal (the fragment that signs says so).
+    frozen = any(fragment.frozen for fragment in rendered)
     for image in images:
         # Withdrawing is for mistaken uploads of an unsigned case, by the uploader or an admin.
-        image.can_withdraw = signoff["report"] is None and services.image_can_withdraw(image=image, user=request.user)
+        image.can_withdraw = not frozen and services.image_can_withdraw(image=image, user=request.user)
         image.withdraw_form = (
             withdraw_form[1] if withdraw_form and withdraw_form[0] == image.pk else ImageWithdrawForm()
         )
+    worklist_query = _worklist_query(request)
     context = {
         "case": case,
         "images": images,
         "finished": finished,
+        "frozen": frozen,
+        "fragments": [fragment for fragment in rendered if fragment.slot == "after_images"],
         "upload_form": upload_form or ImagesUploadForm(),
         # A signed case takes no new image: the page offers a new case for the patient instead.
         "new_case_url": f"{reverse('case_create')}?{urlencode({'mrn': case.patient.mrn, 'modality': case.modality})}",
-        # The sign-off block (templates/reviews/_signoff.html): the signed report or the form.
-        **signoff,
+        "priors": selectors.case_priors(user=request.user, case=case),
+        "worklist_query": worklist_query,
+        **_neighbours(request, case, worklist_query),
     }
     return render(request, "diagnosis/case_detail.html", context, status=status)
+
+
+# The worklist's querystring keys that filter it (never its page or cursor).
+WORKLIST_QUERY_KEYS = ("q", "status", "modality", "date_from", "date_to", "reading")
+
+
+def _worklist_query(request: HttpRequest) -> str:
+    """The worklist's filters the case was opened with, kept on next / previous case links."""
+    return urlencode([(key, request.GET[key]) for key in WORKLIST_QUERY_KEYS if request.GET.get(key)])
+
+
+def _neighbours(request: HttpRequest, case: Case, worklist_query: str) -> dict:
+    """Links to the previous and next unsigned case in worklist order, under the same filters."""
+    form = WorklistFilterForm(request.GET)
+    form.is_valid()  # invalid values are left out, as on the worklist
+    previous_id, next_id = selectors.worklist_neighbours(user=request.user, case=case, filters=form.filters())
+    suffix = f"?{worklist_query}" if worklist_query else ""
+
+    def link(case_id: int | None) -> str | None:
+        return f"{reverse('case_detail', args=[case_id])}{suffix}" if case_id else None
+
+    return {
+        "previous_case_url": link(previous_id),
+        "next_case_url": link(next_id),
+        "worklist_url": f"{reverse('worklist')}{suffix}",
+    }
 
 
 @login_required
@@ -342,13 +374,11 @@ def case_status(request: HttpRequest, case_id: int) -> JsonResponse:
         ],
     }
     if payload["finished"]:
-        # The sign-off block offers "agree" only once there is an AI result: send it fresh, so
-        # the page can swap it in when the radiologist has not started filling it in.
-        payload["signoff_html"] = render_to_string(
-            "reviews/_signoff.html",
-            {"case": case, "finished": True, **signoff_context(case=case, user=request.user)},
-            request=request,
-        )
+        # Fragments such as the sign-off block offer "agree" only once there is an AI result:
+        # send them fresh, so the page can swap them in when the radiologist has not started.
+        refreshed = fragments.render_case_fragments(request, case, finished=True, only_refreshed=True)
+        for fragment in refreshed:
+            payload[f"{fragment.name}_html"] = fragment.html  # e.g. "signoff_html"
     response = JsonResponse(payload)
     response["Cache-Control"] = "no-store"
     return response
@@ -364,6 +394,24 @@ def image_file(request: HttpRequest, image_id: int) -> FileResponse:
         return downloads.image_response(image)
     except FileNotFoundError:
         raise Http404("The image file is missing.") from None
+
+
+@login_required
+@require_GET
+def image_pixels(request: HttpRequest, image_id: int) -> FileResponse:
+    """The viewer's 16-bit PNG of a DICOM image's modality values (its window/level works on
+    these), to a member of the image's department; a PNG or JPEG upload has none (404)."""
+    image = get_object_or_404(selectors.image_list_for_user(user=request.user), pk=image_id)
+    try:
+        handle = pixels.pixels16_open(image=image)
+    except ValueError:
+        raise Http404("Only DICOM images have modality values; this one windows its 8 bits.") from None
+    except FileNotFoundError:
+        raise Http404("The image file is missing.") from None
+    except ValidationError:
+        raise Http404("The original DICOM can no longer be read.") from None
+    response = FileResponse(handle, content_type="image/png", filename=f"image-{image.pk}-values.png")
+    return downloads.private(response)
 
 
 @login_required

@@ -1,6 +1,6 @@
 """REST API for sign-off: read or sign a case's report, add addenda, download the PDF.
 
-Routes live in diagnosis/api/urls.py (namespace "api"). The case is found through the
+Routes live in xnet_site/urls.py (namespace "api", beside diagnosis's). The case is found through the
 department-scoped selector (another department's case is a 404); refusals use the API's single
 error shape: 400 for bad input, 409 when the case's state forbids the action.
 """

@@ -6,3 +6,9 @@ class ReviewsConfig(AppConfig):
 
     name = "reviews"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # The case page (diagnosis) shows the sign-off block without importing this app.
+        from reviews.fragments import register_fragments
+
+        register_fragments()

@@ -19,6 +19,7 @@ from accounts.forms import add_service_errors
 from diagnosis.views import _case_or_404, _render_case
 from reviews import selectors, services
 from reviews.forms import AddendumForm, ReportSignForm
+from reviews.fragments import SIGNOFF
 from reviews.pdf import report_pdf_response
 from reviews.services import ReviewConflict
 
@@ -48,7 +49,7 @@ def report_sign(request: HttpRequest, case_id: int) -> HttpResponse:
             messages.success(request, "Report signed. It is locked now; later changes are addenda.")
             return redirect("case_detail", case_id=case.pk)
     messages.error(request, "The report was not signed: see the sign-off form.")
-    return _render_case(request, case, sign_form=form, status=400)
+    return _render_case(request, case, fragment_state={SIGNOFF: {"sign_form": form}}, status=400)
 
 
 @login_required
@@ -69,7 +70,7 @@ def report_addendum(request: HttpRequest, case_id: int) -> HttpResponse:
     if selectors.report_for_case(case=case) is None:
         return _refused(request, case, ReviewConflict(services.NOT_SIGNED_MESSAGE, code="not_signed"))
     messages.error(request, "The addendum was not added: see the addendum form.")
-    return _render_case(request, case, addendum_form=form, status=400)
+    return _render_case(request, case, fragment_state={SIGNOFF: {"addendum_form": form}}, status=400)
 
 
 @login_required

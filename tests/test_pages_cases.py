@@ -314,7 +314,8 @@ def test_case_page_shows_result_with_probability_bars(rad_client, case):
     response = rad_client.get(reverse("case_detail", args=[case.pk]))
     assert response.status_code == 200
     assertContains(response, f'id="image-{image.pk}"')
-    assertContains(response, f'<img src="{reverse("image_file", args=[image.pk])}"', count=1)
+    # The viewer (static/js/viewer.js) opens the image file in its viewport.
+    assertContains(response, f'data-image-url="{reverse("image_file", args=[image.pk])}"', count=1)
     assertContains(response, '<span class="badge badge-succeeded job-status">succeeded</span>', html=True)
     assertContains(response, '<strong class="top-label">Pneumonia</strong>', html=True)
     assertContains(response, '<span class="model-version">1.0.0</span>', html=True)

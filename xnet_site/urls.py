@@ -3,6 +3,21 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from diagnosis.api import errors as api_errors
+from diagnosis.api import urls as diagnosis_api
+from reviews import api as reviews_api
+
+# /api/v1/, namespace "api": each app's routes (reviews builds on diagnosis, which does not import
+# it), then any other address under /api/v1/ is a 404 in the API's error format, not HTML.
+api_v1 = (
+    [
+        *diagnosis_api.routes,
+        path("cases/<int:pk>/report/", reviews_api.CaseReportView.as_view(), name="case-report"),
+        path("cases/<int:pk>/report/addenda/", reviews_api.CaseReportAddendaView.as_view(), name="case-report-addenda"),
+        path("cases/<int:pk>/report.pdf", reviews_api.CaseReportPdfView.as_view(), name="case-report-pdf"),
+        re_path(r"^.*$", api_errors.not_found),
+    ],
+    diagnosis_api.app_name,
+)
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,7 +27,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("models/", include("modelops.urls")),  # validation pages, promote/demote (department admins)
     path("api/v1/model-statuses/", include("modelops.api_urls")),  # before the rest of /api/v1/ and its 404
-    path("api/v1/", include("diagnosis.api.urls")),
+    path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file: no inline script, so the
     # Content-Security-Policy needs no exception for it.

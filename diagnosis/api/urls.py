@@ -1,14 +1,17 @@
-"""REST API routes under /api/v1/ (names in the `api` namespace)."""
+"""REST API routes of diagnosis under /api/v1/ (names in the `api` namespace).
+
+xnet_site/urls.py puts `routes` together with the routes of the apps built on this one (reviews'
+report endpoints) in that namespace, with the catch-all 404 last: diagnosis does not import them.
+"""
 
 from django.urls import path, re_path
 
 from diagnosis.api import views
 from diagnosis.api.errors import not_found
-from reviews import api as review_views
 
 app_name = "api"
 
-urlpatterns = [
+routes = [
     path("patients/", views.PatientListView.as_view(), name="patient-list"),
     path("patients/<int:pk>/", views.PatientDetailView.as_view(), name="patient-detail"),
     path("cases/", views.CaseListView.as_view(), name="case-list"),
@@ -23,9 +26,7 @@ urlpatterns = [
     path("predictions/<int:pk>/", views.PredictionDetailView.as_view(), name="prediction-detail"),
     path("predictions/<int:pk>/heatmap/", views.PredictionHeatmapView.as_view(), name="prediction-heatmap"),
     path("models/", views.InstalledModelListView.as_view(), name="model-list"),
-    path("cases/<int:pk>/report/", review_views.CaseReportView.as_view(), name="case-report"),
-    path("cases/<int:pk>/report/addenda/", review_views.CaseReportAddendaView.as_view(), name="case-report-addenda"),
-    path("cases/<int:pk>/report.pdf", review_views.CaseReportPdfView.as_view(), name="case-report-pdf"),
-    # Last: any other address under /api/v1/ is a 404 in the API's error format, not HTML.
-    re_path(r"^.*$", not_found),
 ]
+
+# Diagnosis's API on its own (the site's urls add the other apps' routes before the catch-all).
+urlpatterns = [*routes, re_path(r"^.*$", not_found)]
