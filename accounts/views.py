@@ -159,6 +159,8 @@ def user_edit(request: HttpRequest, user_id: int) -> HttpResponse:
         "managed": managed,
         "error": error,
         "is_self": managed.pk == request.user.pk,
+        # ?confirm=deactivate: the page asks before the POST that deactivates (issue 13).
+        "confirm_deactivate": request.method == "GET" and request.GET.get("confirm") == "deactivate",
         "locked_until": user_lockout_until(user=managed),
         "has_authenticator": two_factor.otp_has_authenticator(user=managed),
     }

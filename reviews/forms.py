@@ -47,6 +47,16 @@ class ReportSignForm(forms.Form):
         choices = [("", "—"), *((label, display_name(label)) for label in labels), (Report.OTHER, "Other finding")]
         self.fields["final_label"].widget = forms.Select(choices=choices)
 
+    def without_agree(self) -> ReportSignForm:
+        """No AI result to agree with: "Agree with the AI finding" is not offered, and the
+        override is chosen already (the service refuses an agreement with nothing anyway)."""
+        field = self.fields["decision"]
+        field.choices = [choice for choice in field.choices if choice[0] != self.AGREE]
+        field.initial = self.OVERRIDE
+        if not self.is_bound:
+            self.initial["decision"] = self.OVERRIDE
+        return self
+
     def service_kwargs(self) -> dict:
         data = self.cleaned_data
         return {
@@ -78,7 +88,8 @@ def signoff_context(
     if report is None:
         leading = selectors.leading_finding(case=case)
         context["leading"] = leading
-        context["sign_form"] = sign_form or ReportSignForm(
+        sign_form = sign_form or ReportSignForm(
             labels=selectors.class_labels(case=case), initial={"shown_ai_job": leading.job.pk if leading else 0}
         )
+        context["sign_form"] = sign_form if leading else sign_form.without_agree()
     return context

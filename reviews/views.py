@@ -90,3 +90,23 @@ def disagreements(request: HttpRequest) -> HttpResponse:
     reports = selectors.disagreement_list(user=request.user)
     page = Paginator(reports, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "reviews/disagreements.html", {"page": page})
+
+
+@login_required
+@require_POST
+def report_sign_confirm(request: HttpRequest, case_id: int) -> HttpResponse:
+    """The check before signing (issue 13): the sign-off form's button comes here first, and this
+    page shows what the report will say, with the form to sign (or correct) it. It writes
+    nothing. A form with errors, an agreement with no AI result or a case signed meanwhile is
+    answered as report_sign answers it (the same messages, nothing written). A direct POST to
+    report_sign (scripts, the API's equivalent) is not forced through this page."""
+    case = _case_or_404(request.user, case_id)
+    form = ReportSignForm(request.POST, labels=selectors.class_labels(case=case))
+    leading = selectors.leading_finding(case=case)
+    agrees = form.is_valid() and form.cleaned_data["decision"] == ReportSignForm.AGREE
+    if not form.is_valid() or (agrees and leading is None) or selectors.report_for_case(case=case) is not None:
+        return report_sign(request, case_id)
+    if leading is None:
+        form.without_agree()
+    context = {"case": case, "form": form, "leading": leading, "agrees": agrees}
+    return render(request, "reviews/sign_confirm.html", context)
