@@ -11,7 +11,7 @@
 # Every setting can be overridden from the environment (see README.md), e.g.
 #     PORT=8080 XNET_MODEL_DIR=/srv/xnet/models ./scripts/run.sh
 # Script-only knobs: PYTHON (interpreter for a new .venv), HOST (127.0.0.1), PORT (8000),
-# XNET_WORKER_CONCURRENCY (1).
+# XNET_WORKER_CONCURRENCY (worker processes; default: one per core, as in settings.py).
 # With DEBUG=false the web server is gunicorn with xnet_site/gunicorn_conf.py, as in production.
 set -euo pipefail
 
@@ -25,7 +25,7 @@ export PYTHONUNBUFFERED=1
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
-CONCURRENCY="${XNET_WORKER_CONCURRENCY:-1}"
+CONCURRENCY="${XNET_WORKER_CONCURRENCY:-$(nproc)}"
 
 ensure_venv requirements.txt
 PY="$ROOT/.venv/bin/python"
