@@ -261,12 +261,12 @@ CELERY_TASK_TIME_LIMIT = XNET_JOB_TIME_LIMIT
 CELERY_TASK_SOFT_TIME_LIMIT = XNET_JOB_SOFT_TIME_LIMIT
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env_int("CELERY_WORKER_MAX_TASKS_PER_CHILD", 200, minimum=1)
-# Give up publishing quickly when the broker is down: the job row stays pending and the
 # Worker processes: by default one per core (the ONNX Runtime engine takes about 140 MB a process).
 # `celery worker -c N` on the command line wins. Each pool child loads every installed model when it
 # starts (diagnosis.tasks), before it takes a job, so a child may take this long to report ready.
 CELERY_WORKER_CONCURRENCY = env_int("XNET_WORKER_CONCURRENCY", os.cpu_count() or 1, minimum=1)
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = float(env_int("XNET_WORKER_START_TIMEOUT", 120, minimum=4))
+# Give up publishing quickly when the broker is down: the job row stays pending and the
 # sweeper queues it again, so an upload request never hangs on the broker.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
