@@ -27,7 +27,7 @@ class ModelStatusFilter(ListParameters):
         return deployments
 
 
-class ModelStatusChangeSerializer(serializers.Serializer):
+class DepartmentModelStatusChangeSerializer(serializers.Serializer):
     from_status = serializers.CharField(help_text="Empty for the row created at installation.")
     to_status = serializers.CharField()
     changed_at = serializers.DateTimeField()
@@ -35,7 +35,7 @@ class ModelStatusChangeSerializer(serializers.Serializer):
     override = serializers.BooleanField(help_text="A site admin overrode the signed-case threshold.")
 
 
-class ModelStatusSerializer(serializers.Serializer):
+class DepartmentModelStatusSerializer(serializers.Serializer):
     model_name = serializers.CharField()
     model_version = serializers.CharField()
     modality = serializers.ChoiceField(choices=Modality.choices)
@@ -45,7 +45,7 @@ class ModelStatusSerializer(serializers.Serializer):
     )
     status_since = serializers.DateTimeField()
     validation_page = serializers.SerializerMethodField(help_text="The department admins' validation page.")
-    history = ModelStatusChangeSerializer(many=True, source="changes.all", help_text="Newest first.")
+    history = DepartmentModelStatusChangeSerializer(many=True, source="changes.all", help_text="Newest first.")
 
     def get_validation_page(self, deployment: ModelDeployment) -> str:
         request = self.context.get("request")
@@ -54,12 +54,14 @@ class ModelStatusSerializer(serializers.Serializer):
 
 
 @extend_schema_view(
-    get=extend_schema(parameters=[ModelStatusFilter], responses={200: ModelStatusSerializer(many=True), **PAGE_ERRORS})
+    get=extend_schema(
+        parameters=[ModelStatusFilter], responses={200: DepartmentModelStatusSerializer(many=True), **PAGE_ERRORS}
+    )
 )
 class ModelStatusListView(KnownQueryParameters, generics.ListAPIView):
     """Each model version's status in your department (read-only); `?modality=` and `?status=` narrow it."""
 
-    serializer_class = ModelStatusSerializer
+    serializer_class = DepartmentModelStatusSerializer
 
     def get_query_parameters_class(self):
         return ModelStatusFilter

@@ -27,12 +27,16 @@ class PromoteForm(ReasonForm):
             (Status.RETIRED, "retired (stops running)"),
         ],
         initial=Status.SILENT,
+        required=False,  # only asked when a version is assistive; silent by default
     )
     override = forms.BooleanField(
         required=False,
         label="Override the signed-case threshold (site admins only)",
         help_text="Promote although some class has fewer signed cases here than the threshold.",
     )
+
+    def clean_previous_becomes(self) -> str:
+        return self.cleaned_data.get("previous_becomes") or Status.SILENT
 
 
 class DemoteForm(ReasonForm):

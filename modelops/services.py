@@ -237,9 +237,13 @@ def drift_check_week(*, deployment: ModelDeployment, week_start: date) -> DriftA
     recipients = _department_admin_emails(deployment.department_id)
     if recipients:
         subject, body = _alarm_mail(alarm)
-        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
-        DriftAlarm.objects.filter(pk=alarm.pk).update(emailed_to=recipients)
-        alarm.emailed_to = recipients
+        try:
+            send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+        except Exception:  # the alarm stands (dashboard, audit); emailed_to stays empty, which shows it
+            logger.exception("Could not e-mail drift alarm %s to %s", alarm, recipients)
+        else:
+            DriftAlarm.objects.filter(pk=alarm.pk).update(emailed_to=recipients)
+            alarm.emailed_to = recipients
     logger.warning("Drift alarm raised: %s", alarm)
     return alarm
 
