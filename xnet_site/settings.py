@@ -390,6 +390,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Fields named "status" with different choice sets (jobs, model statuses): each its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "diagnosis.models.InferenceJob.Status",
+        "ModelStatusEnum": "diagnosis.models.ModelDeployment.Status",
+    },
 }
 
 # One console line per record: the "django" logger gets no console handler of its own (Django's
