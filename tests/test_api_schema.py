@@ -26,6 +26,7 @@ API_PATHS = {
     "/api/v1/cases/{id}/report/": {"get", "post"},
     "/api/v1/cases/{id}/report/addenda/": {"post"},
     "/api/v1/cases/{id}/report.pdf": {"get"},
+    "/api/v1/model-statuses/": {"get"},  # modelops
 }
 
 
