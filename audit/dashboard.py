@@ -1,23 +1,41 @@
 """The department dashboard: per model version, what the AI saw, what the gate refused and how
 often the AI agreed with the radiologists who signed.
 
-Three aggregate queries (jobs, predictions, signed reports), grouped by model version in the
-database, whatever the number of cases. Agreement is measured against the radiologists: the
-signed final label is the reference, the AI label copied into the report at signing is the
-prediction, so a later re-run of the model cannot change it.
+Aggregate queries (jobs, predictions, signed reports, and the same per ISO week), grouped by
+model version in the database, whatever the number of cases. Agreement is measured against the
+radiologists: the signed final label is the reference, the AI label copied into the report at
+signing is the prediction, so a later re-run of the model cannot change it.
+
+A date range (GET `start`, `end`, validated) bounds the images by upload day and the reports by
+signing day; the weekly axis has a row for every week of the range, empty weeks included. Every
+class of an installed version is shown, predicted here or not. Radiologists do not see a version
+that is silent here and was never assistive (its results are hidden from them everywhere);
+department admins see every version with its status.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
 
-from django.db.models import Count, Q
+from django import forms
+from django.conf import settings
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models.functions import TruncWeek
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
 
 from audit import charts
-from diagnosis.models import InferenceJob, Prediction
+from diagnosis.models import InferenceJob, ModelDeployment, ModelStatusChange, Prediction
 from health.selectors import silence_warnings
 from ml.labels import DISPLAY_NAMES, display_name
+from ml.registry import installed_models
 from reviews.models import Report
+
+DEFAULT_WEEKS = 12
+MAX_WEEKS = 156  # three years of weekly rows at most
 
 Key = tuple[str, str]
 
@@ -44,6 +62,10 @@ class ModelVersionStats:
     failed: int = 0
     findings: dict[str, int] = field(default_factory=dict)
     pairs: dict[tuple[str, str], int] = field(default_factory=dict)  # (radiologist, AI) -> reports
+    classes: tuple[str, ...] = ()  # the installed version's classes (model.json), shown even at zero
+    status: str = ""  # silent, assistive or retired here; "" when the version has no row here
+    readers_see: bool = True  # False: silent or retired here and never assistive (admins only)
+    weeks: list[WeekRow] = field(default_factory=list)  # one per week of the range, oldest first
 
     @property
     def gate_judged(self) -> int:
@@ -70,7 +92,7 @@ class ModelVersionStats:
     def ai_labels(self) -> list[str]:
         """The model's classes seen here (predicted, or signed by a radiologist): matrix columns."""
         seen = set(self.findings) | {ai for _, ai in self.pairs} | {signed for signed, _ in self.pairs}
-        return _ordered(seen - {Report.OTHER})
+        return _ordered((seen | set(self.classes)) - {Report.OTHER})
 
     @property
     def signed_labels(self) -> list[str]:
@@ -138,6 +160,38 @@ class ModelVersionStats:
         ]
         return charts.bar_chart(rows, title=f"Job outcomes of {self.version_label}")
 
+    def weekly_chart(self):
+        columns = [(week.label, week.images, f"{week.images} image(s)") for week in self.weeks]
+        return charts.column_chart(columns, title=f"Images per week classified or refused by {self.version_label}")
+
+    @property
+    def week_rows(self) -> list[tuple[WeekRow, list[int]]]:
+        """Each week with its findings in ai_labels order (zeros included): the weekly table."""
+        return [(week, [week.findings.get(label, 0) for label in self.ai_labels]) for week in self.weeks]
+
+
+@dataclass
+class WeekRow:
+    start: date
+    images: int = 0  # judged by the gate (classified or refused)
+    refused: int = 0
+    findings: dict[str, int] = field(default_factory=dict)
+    reports: int = 0
+    agreed: int = 0
+
+    @property
+    def label(self) -> str:
+        year, week, _ = self.start.isocalendar()
+        return f"{year}-W{week:02d}"
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.reports if self.reports else None
+
+    @property
+    def rejection_rate(self) -> float | None:
+        return self.refused / self.images if self.images else None
+
 
 _KNOWN_ORDER = {label: n for n, label in enumerate(DISPLAY_NAMES)}
 
@@ -153,18 +207,49 @@ def _ordered(labels: set[str]) -> list[str]:
     return sorted(labels, key=lambda label: (label == Report.OTHER, _KNOWN_ORDER.get(label, len(_KNOWN_ORDER)), label))
 
 
-def dashboard_for_department(*, department_id: int) -> list[ModelVersionStats]:
-    """Every model version that has worked on this department's images, newest name/version last."""
+def _bounds(start: date | None, end: date | None) -> tuple[datetime | None, datetime | None]:
+    """[start 00:00, the day after end 00:00) in the current time zone."""
+    low = timezone.make_aware(datetime.combine(start, time.min)) if start else None
+    high = timezone.make_aware(datetime.combine(end + timedelta(days=1), time.min)) if end else None
+    return low, high
+
+
+def week_starts(start: date, end: date) -> list[date]:
+    """The Mondays of every ISO week that overlaps [start, end]."""
+    first = start - timedelta(days=start.weekday())
+    return [first + timedelta(weeks=n) for n in range((end - first).days // 7 + 1)]
+
+
+def dashboard_for_department(
+    *, department_id: int, start: date | None = None, end: date | None = None, admin_view: bool = True
+) -> list[ModelVersionStats]:
+    """Every model version that has worked on this department's images (within the range when
+    given, then with a row per week), sorted by name and version. `admin_view` False: what a
+    radiologist sees, without the versions that are silent or retired here and never were assistive."""
     stats: dict[Key, ModelVersionStats] = {}
 
     def entry(name: str, version: str) -> ModelVersionStats:
         return stats.setdefault((name, version), ModelVersionStats(model_name=name, model_version=version))
 
+    low, high = _bounds(start, end)
+    image_range = Q()
+    if low is not None:
+        image_range &= Q(image__uploaded_at__gte=low)
+    if high is not None:
+        image_range &= Q(image__uploaded_at__lt=high)
+    prediction_range = Q(**{f"job__{key}": value for key, value in image_range.children})
+    report_range = Q()
+    if low is not None:
+        report_range &= Q(signed_at__gte=low)
+    if high is not None:
+        report_range &= Q(signed_at__lt=high)
+
     S = InferenceJob.Status
+    department_jobs = InferenceJob.objects.filter(
+        image_range, image__case__patient__department_id=department_id, image__withdrawn_at__isnull=True
+    ).exclude(model_name="")
     jobs = (
-        InferenceJob.objects.filter(image__case__patient__department_id=department_id, image__withdrawn_at__isnull=True)
-        .exclude(model_name="")
-        .values("model_name", "model_version")
+        department_jobs.values("model_name", "model_version")
         .annotate(
             cases=Count("image__case", distinct=True),
             images=Count("image", distinct=True),
@@ -179,25 +264,142 @@ def dashboard_for_department(*, department_id: int) -> list[ModelVersionStats]:
         item.cases, item.images = row["cases"], row["images"]
         item.succeeded, item.rejected, item.failed = row["succeeded"], row["rejected"], row["failed"]
 
-    findings = (
-        Prediction.objects.filter(
-            job__image__case__patient__department_id=department_id, job__image__withdrawn_at__isnull=True
-        )
-        .values("model_name", "model_version", "top_label")
-        .annotate(n=Count("id"))
-        .order_by()
+    department_predictions = Prediction.objects.filter(
+        prediction_range,
+        job__image__case__patient__department_id=department_id,
+        job__image__withdrawn_at__isnull=True,
     )
-    for row in findings:
+    findings = department_predictions.values("model_name", "model_version", "top_label").annotate(n=Count("id"))
+    for row in findings.order_by():
         entry(row["model_name"], row["model_version"]).findings[row["top_label"]] = row["n"]
 
-    signed = (
-        Report.objects.filter(case__patient__department_id=department_id)
-        .exclude(ai_label="")
-        .values("ai_model_name", "ai_model_version", "final_label", "ai_label")
-        .annotate(n=Count("id"))
-        .order_by()
+    department_reports = Report.objects.filter(report_range, case__patient__department_id=department_id).exclude(
+        ai_label=""
     )
-    for row in signed:
+    signed = department_reports.values("ai_model_name", "ai_model_version", "final_label", "ai_label").annotate(
+        n=Count("id")
+    )
+    for row in signed.order_by():
         entry(row["ai_model_name"], row["ai_model_version"]).pairs[(row["final_label"], row["ai_label"])] = row["n"]
 
-    return [stats[key] for key in sorted(stats)]
+    if start is not None and end is not None:
+        _weekly(stats, start, end, department_jobs, department_predictions, department_reports)
+    _statuses(stats, department_id)
+    specs = {(spec.name, spec.version): spec for spec in installed_models(Path(settings.XNET_MODEL_DIR))}
+    for key, item in stats.items():
+        if key in specs:
+            item.classes = specs[key].classes
+    versions = [stats[key] for key in sorted(stats)]
+    if not admin_view:
+        versions = [v for v in versions if v.readers_see]
+    return versions
+
+
+def _weekly(stats: dict[Key, ModelVersionStats], start: date, end: date, jobs, predictions, reports) -> None:
+    """A WeekRow per version and week of the range (three grouped queries)."""
+    S = InferenceJob.Status
+    rows: dict[tuple[str, str, date], WeekRow] = {}
+    mondays = week_starts(start, end)
+    for item in stats.values():
+        item.weeks = [WeekRow(start=monday) for monday in mondays]
+        for week in item.weeks:
+            rows[(item.model_name, item.model_version, week.start)] = week
+
+    def row(name: str, version: str, when) -> WeekRow | None:
+        day = timezone.localtime(when).date() if isinstance(when, datetime) else when
+        return rows.get((name, version, day))
+
+    per_week = (
+        jobs.annotate(week=TruncWeek("image__uploaded_at"))
+        .values("model_name", "model_version", "week")
+        .annotate(
+            judged=Count("id", filter=Q(status__in=[S.SUCCEEDED, S.REJECTED])),
+            refused=Count("id", filter=Q(status=S.REJECTED)),
+        )
+        .order_by()
+    )
+    for item in per_week:
+        week = row(item["model_name"], item["model_version"], item["week"])
+        if week is not None:
+            week.images, week.refused = item["judged"], item["refused"]
+    for item in (
+        predictions.annotate(week=TruncWeek("job__image__uploaded_at"))
+        .values("model_name", "model_version", "week", "top_label")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        week = row(item["model_name"], item["model_version"], item["week"])
+        if week is not None:
+            week.findings[item["top_label"]] = item["n"]
+    for item in (
+        reports.annotate(week=TruncWeek("signed_at"))
+        .values("ai_model_name", "ai_model_version", "week")
+        .annotate(n=Count("id"), agreed=Count("id", filter=Q(final_label=F("ai_label"))))
+        .order_by()
+    ):
+        week = row(item["ai_model_name"], item["ai_model_version"], item["week"])
+        if week is not None:
+            week.reports, week.agreed = item["n"], item["agreed"]
+
+
+def _statuses(stats: dict[Key, ModelVersionStats], department_id: int) -> None:
+    """Each version's status here (one query), and whether radiologists may see it."""
+    ever_assistive = ModelStatusChange.objects.filter(deployment=OuterRef("pk"), to_status="assistive")
+    deployments = (
+        ModelDeployment.objects.filter(department_id=department_id)
+        .annotate(was_assistive=Exists(ever_assistive))
+        .values_list("model_name", "model_version", "status", "was_assistive")
+    )
+    for name, version, status, was_assistive in deployments:
+        item = stats.get((name, version))
+        if item is None:
+            continue
+        item.status = status
+        item.readers_see = status == ModelDeployment.Status.ASSISTIVE or was_assistive
+
+
+class DashboardRangeForm(forms.Form):
+    """The dashboard's date range: days, both optional (default: the last 12 weeks to today)."""
+
+    start = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if self.errors:
+            return data
+        end = data.get("end") or timezone.localdate()
+        start = data.get("start") or (end - timedelta(days=end.weekday()) - timedelta(weeks=DEFAULT_WEEKS - 1))
+        if start > end:
+            raise forms.ValidationError("The start date is after the end date.", code="reversed")
+        if len(week_starts(start, end)) > MAX_WEEKS:
+            raise forms.ValidationError(f"Choose at most {MAX_WEEKS} weeks.", code="too_long")
+        data["start"], data["end"] = start, end
+        return data
+
+
+def default_range() -> tuple[date, date]:
+    end = timezone.localdate()
+    return end - timedelta(days=end.weekday()) - timedelta(weeks=DEFAULT_WEEKS - 1), end
+
+
+def dashboard_page(request: HttpRequest) -> HttpResponse:
+    """The dashboard for the user's department; a malformed range is a 400 showing the error
+    above the default range's numbers."""
+    form = DashboardRangeForm(request.GET)
+    valid = form.is_valid()
+    start, end = (form.cleaned_data["start"], form.cleaned_data["end"]) if valid else default_range()
+    versions = dashboard_for_department(
+        department_id=request.user.department_id,
+        start=start,
+        end=end,
+        admin_view=request.user.is_department_admin,
+    )
+    context = {
+        "versions": versions,
+        "service_warnings": service_warnings(),
+        "form": form,
+        "start": start,
+        "end": end,
+    }
+    return render(request, "audit/dashboard.html", context, status=200 if valid else 400)

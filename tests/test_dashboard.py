@@ -1,5 +1,8 @@
 """The department dashboard: per model version, studies, AI findings, the gate's refusals and
-agreement with signed reports, on data with known counts; scoped to the user's department."""
+agreement with signed reports, on data with known counts; scoped to the user's department; the
+date range, the weekly axis, every class, model statuses and drift alarms."""
+
+# ruff: noqa: F811 - the fixtures imported from test_modelops_validation are requested by name
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from pytest_django.asserts import assertContains, assertNotContains
 
 from audit import charts
@@ -19,11 +23,13 @@ from reviews.models import Report
 from tests.factories import (
     CaseFactory,
     DepartmentAdminFactory,
+    DepartmentFactory,
     ImageFactory,
     InferenceJobFactory,
     PatientFactory,
     PredictionFactory,
 )
+from tests.test_modelops_validation import NEW, admin, dept, model_folders, reader, signed_case  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 S = InferenceJob.Status
@@ -74,7 +80,7 @@ def data(radiologist, outsider):
     predicted(radiologist, "normal")
     job(radiologist, S.REJECTED)
     job(radiologist, S.FAILED)
-    InferenceJobFactory(image=ImageFactory(case=new_case(radiologist)))  # pending, no model yet: not counted
+    InferenceJobFactory(image=ImageFactory(case=new_case(radiologist)), model_name="", model_version="")  # no model
     for ai, final in [
         ("pneumonia", "pneumonia"),
         ("pneumonia", "pneumonia"),
@@ -150,8 +156,8 @@ def test_page_shows_numbers_and_plots(data, request, client, role):
     assert "20.0 % (1 of 5 images judged)" in text
     assert "AI agreed in 57.1 % (4 of 7)" in text
     assert "Normal 2 1 50.0 %" in text  # sensitivity row: signed, AI agreed, sensitivity
-    # 1.0.0: findings, outcomes, matrix, sensitivity; 2.0.0 (no reports yet): the first two.
-    assert response.content.count(b'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img"') == 4 + 2
+    # 1.0.0: findings, outcomes, weekly, matrix, sensitivity; 2.0.0 (no reports yet): the first three.
+    assert response.content.count(b'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img"') == 5 + 3
     assertContains(response, 'aria-label="Radiologist versus AI labels for test-xray 1.0.0"')
     assertNotContains(response, "COVID-19 3")
 
@@ -166,7 +172,7 @@ def test_another_departments_admin_sees_none_of_it(data, client, other_departmen
 
 def test_empty_department(client, department_admin):
     client.force_login(department_admin)
-    assertContains(client.get(reverse("dashboard")), "No image of this department has been classified yet.")
+    assertContains(client.get(reverse("dashboard")), "No image of this department was classified in this date range.")
 
 
 def test_site_admin_without_department_is_forbidden(client, django_user_model):
@@ -196,7 +202,9 @@ def test_query_count_does_not_grow_with_data(radiologist):
             signed(radiologist, ai=label, final="normal", version=version)
         job(radiologist, S.REJECTED, version=version)
     assert queries() == few
-    assert few <= 8  # session, user, department (top bar) + jobs, findings, reports + beat and worker heartbeats
+    # session, user, department (top bar) + jobs, findings, reports + the same per week + model
+    # statuses + drift alarms + beat and worker heartbeats
+    assert few <= 13
 
 
 def test_charts_escape_their_text():
@@ -232,3 +240,119 @@ def test_withdrawn_images_leave_the_numbers(data, radiologist):
     assert after.images == before.images - 1
     assert after.succeeded == before.succeeded - 1
     assert after.findings == {**before.findings, "pneumonia": before.findings["pneumonia"] - 1}
+
+
+# Date range, weekly axis, every class, statuses and drift alarms (issue 12) -----------------------
+
+
+def _uploaded(day: str):
+    from datetime import datetime
+
+    return timezone.make_aware(datetime.fromisoformat(f"{day}T10:00"))
+
+
+@pytest.fixture
+def weekly_data(dept):
+    """cxr-new (installed, 4 classes) in the department: week 2026-W45 two normal, one refused;
+    W46 nothing; W47 one pneumonia, signed pneumonia (agreed). One image in W50, out of range."""
+    for _ in range(2):
+        signed_case(dept, None, {NEW: ("normal", 0.9)}, uploaded_at=_uploaded("2026-11-03"))
+    signed_case(dept, None, {NEW: "rejected"}, uploaded_at=_uploaded("2026-11-04"))
+    case = signed_case(dept, None, {NEW: ("pneumonia", 0.8)}, uploaded_at=_uploaded("2026-11-18"))
+    Report.objects.create(
+        case=case, ai_label="pneumonia", ai_model_name=NEW[0], ai_model_version=NEW[1], agrees_with_ai=True,
+        final_label="pneumonia", impression="Signed in a test.", signed_by=case.created_by,
+        signed_at=_uploaded("2026-11-19"),
+    )  # fmt: skip
+    signed_case(dept, None, {NEW: ("covid", 0.8)}, uploaded_at=_uploaded("2026-12-08"))
+
+
+def test_weekly_axis_every_week_and_every_class(weekly_data, dept):
+    from datetime import date
+
+    versions = dashboard_for_department(department_id=dept.pk, start=date(2026, 11, 2), end=date(2026, 11, 22))
+    (v,) = versions  # cxr-old did no work here
+    assert (v.model_name, v.status) == ("cxr-new", "silent")
+    assert v.ai_labels == ["normal", "pneumonia", "covid", "tuberculosis"]  # all of model.json, covid unseen
+    assert (v.images, v.succeeded, v.rejected) == (4, 3, 1)  # the December image is out of range
+    assert [(w.label, w.images, w.refused, w.findings, w.reports, w.agreed) for w in v.weeks] == [
+        ("2026-W45", 3, 1, {"normal": 2}, 0, 0),
+        ("2026-W46", 0, 0, {}, 0, 0),
+        ("2026-W47", 1, 0, {"pneumonia": 1}, 1, 1),
+    ]
+    assert [counts for _, counts in v.week_rows] == [[2, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]
+
+
+def test_dashboard_page_with_a_range(weekly_data, dept, admin, client):
+    client.force_login(admin)
+    response = client.get(reverse("dashboard"), {"start": "2026-11-02", "end": "2026-11-22"})
+    assert response.status_code == 200
+    text = page_text(response)
+    assert "from 2026-11-02 to 2026-11-22" in text
+    assert "2026-W45 11-02 3 1 2 0 0 0 0 —" in text
+    assert "2026-W46 11-09 0 0 0 0 0 0 0 —" in text
+    assert "2026-W47 11-16 1 0 0 1 0 0 1 100.0 %" in text
+    assertContains(response, 'aria-label="Images per week classified or refused by cxr-new 2.0.0"')
+    assertContains(response, reverse("modelops:validation", args=NEW))
+    assert "silent" in text
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"start": "2026-11-22", "end": "2026-11-02"}, "The start date is after the end date."),
+        ({"start": "yesterday"}, "Enter a valid date."),
+        ({"start": "2020-01-01", "end": "2026-11-02"}, "Choose at most 156 weeks."),
+    ],
+)
+def test_a_bad_range_is_a_400_with_its_message(query, message, dept, admin, client):
+    client.force_login(admin)
+    response = client.get(reverse("dashboard"), query)
+    assert response.status_code == 400
+    assert message in page_text(response)
+
+
+def test_radiologists_do_not_see_a_version_never_assistive_here(weekly_data, dept, admin, reader):
+    from datetime import date
+
+    def names(user):
+        return [v.model_name for v in dashboard_for_department(
+            department_id=dept.pk, start=date(2026, 11, 2), end=date(2026, 11, 22),
+            admin_view=user.is_department_admin,
+        )]  # fmt: skip
+
+    assert names(admin) == ["cxr-new"]
+    assert names(reader) == []  # silent, never assistive: its results are hidden from radiologists
+    from diagnosis.model_status import deployment_set_status
+    from diagnosis.models import ModelDeployment
+
+    deployment = ModelDeployment.objects.get(department=dept, model_name=NEW[0])
+    deployment_set_status(deployment=deployment, status="assistive", changed_by=admin, reason="validated")
+    deployment_set_status(deployment=deployment, status="silent", changed_by=admin, reason="drifted")
+    assert names(reader) == ["cxr-new"]  # its results were shown while it was assistive
+
+
+def test_drift_alarms_on_the_dashboard(dept, admin, reader, client):
+    from datetime import date
+
+    from modelops.models import DriftAlarm
+
+    DriftAlarm.objects.create(
+        department=dept, modality="xray", model_name=NEW[0], model_version=NEW[1], week_start=date(2026, 11, 16),
+        checks=[
+            {"statistic": "predicted:covid", "observed": 1.0, "n": 40, "low": 0.05, "high": 0.26, "out_of_band": True},
+            {"statistic": "refusal_rate", "observed": 0.0, "n": 40, "low": 0.0, "high": 0.1, "out_of_band": False},
+        ],
+    )  # fmt: skip
+    for user in (admin, reader):
+        client.force_login(user)
+        text = page_text(client.get(reverse("dashboard")))
+        assert "Drift alarms" in text
+        assert (
+            "2026-W47 2026-11-16 – 2026-11-22 cxr-new 2.0.0 images predicted covid: 100.0% (n=40); band 5.0% to 26.0%"
+            in text
+        )
+        assert "gate refusal rate" not in text  # in band: not listed
+    other = DepartmentAdminFactory(username="admin_other", department=DepartmentFactory(name="Other", models=False))
+    client.force_login(other)
+    assert "No drift alarm" in page_text(client.get(reverse("dashboard")))
