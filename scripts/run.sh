@@ -6,7 +6,8 @@
 # Creates .venv and installs requirements.txt when needed, then runs the embedded setup:
 # DEBUG on, SQLite in var/db.sqlite3, Celery over kombu's filesystem broker in var/broker/,
 # uploads in var/media/. It migrates, seeds the demo accounts (printed below), and starts the
-# web server, one Celery worker (queues xray, ct, maintenance) and Celery beat (the sweeper).
+# web server, one Celery worker (queues xray, ct, maintenance, dicom), Celery beat (the sweeper) and
+# the DICOM listener (manage.py run_dicom_listener, loopback port 11112).
 #
 # Every setting can be overridden from the environment (see README.md), e.g.
 #     PORT=8080 XNET_MODEL_DIR=/srv/xnet/models ./scripts/run.sh
@@ -106,7 +107,7 @@ start() {
     PIDS+=("$!")
 }
 
-echo "==> Starting web server, Celery worker and Celery beat"
+echo "==> Starting web server, Celery worker, Celery beat and the DICOM listener"
 case "${DEBUG,,}" in
     0 | false | no | off)
         # Production-like: gunicorn with XNET's settings (access log without query strings,
@@ -116,9 +117,12 @@ case "${DEBUG,,}" in
         ;;
     *) start web "$PY" manage.py runserver --noreload "$HOST:$PORT" ;;
 esac
-start worker "$ROOT/.venv/bin/celery" -A xnet_site worker -Q xray,ct,maintenance -c "$CONCURRENCY" \
+start worker "$ROOT/.venv/bin/celery" -A xnet_site worker -Q xray,ct,maintenance,dicom -c "$CONCURRENCY" \
     -n "xnet-local@%h" --without-gossip --without-mingle -l INFO
 start beat "$ROOT/.venv/bin/celery" -A xnet_site beat -l INFO
+# DICOM listener (C-STORE/C-ECHO from the departments' nodes): XNET_DICOM_AE_TITLE, XNET_DICOM_HOST
+# (127.0.0.1 by default) and XNET_DICOM_PORT (11112).
+start dicom "$PY" manage.py run_dicom_listener
 
 URL="http://$HOST:$PORT/"
 up=0

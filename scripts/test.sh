@@ -19,21 +19,21 @@ echo "==> Python packages (requirements-dev.txt)"
 ensure_venv requirements-dev.txt
 PY="$ROOT/.venv/bin/python"
 
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-    echo "==> Installing Debian's chromium and chromium-driver (browser tests)"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/sbin/Orthanc ]; then
+    echo "==> Installing Debian's chromium and chromium-driver (browser tests) and orthanc (DICOM tests)"
     if [ "$(id -u)" = 0 ]; then
         as_root=()
     elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         as_root=(sudo -n)
     else
-        echo "The browser tests need /usr/bin/chromium and /usr/bin/chromedriver. Install them as root:" >&2
-        echo "    apt-get update && apt-get install -y chromium chromium-driver" >&2
+        echo "The browser tests need /usr/bin/chromium and /usr/bin/chromedriver, the DICOM tests /usr/sbin/Orthanc." >&2
+        echo "Install them as root:    apt-get update && apt-get install -y chromium chromium-driver orthanc" >&2
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
     "${as_root[@]}" apt-get update -q
     # fonts-liberation: a Recommends of chromium; without fonts, pages lay out differently.
-    "${as_root[@]}" apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-liberation
+    "${as_root[@]}" apt-get install -y -q --no-install-recommends chromium chromium-driver fonts-liberation orthanc
 fi
 
 echo "==> PostgreSQL and Redis"

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "audit",
     "modelops",  # local validation, promotion and drift alarms of model versions (issue 12)
     "health",  # heartbeats and /healthz
+    "dicomnet",  # DICOM in (C-STORE SCP, STOW-RS) and out (SR, secondary capture, PDF) per department node
 ]
 
 MIDDLEWARE = [
@@ -252,7 +253,7 @@ if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= XNET_JOB_TIME_LIMIT:
     raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must be above XNET_JOB_TIME_LIMIT")
 # One queue per modality, so a GPU worker can subscribe to the models it serves; `maintenance`
 # carries the periodic sweeper.
-CELERY_TASK_QUEUES = [Queue("xray"), Queue("ct"), Queue("maintenance")]
+CELERY_TASK_QUEUES = [Queue("xray"), Queue("ct"), Queue("maintenance"), Queue("dicom")]  # dicom: results out
 CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -285,6 +286,19 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# DICOM network (dicomnet): the C-STORE listener (manage.py run_dicom_listener) answers as
+# XNET_DICOM_AE_TITLE on XNET_DICOM_HOST:XNET_DICOM_PORT (loopback by default: a hospital opens it
+# deliberately). Results go out from the "dicom" queue; a failed send is retried
+# XNET_DICOM_DELIVERY_ATTEMPTS times, waiting XNET_DICOM_RETRY_SECONDS x 2^(attempt-1), at most
+# XNET_DICOM_RETRY_MAX_SECONDS. XNET_DICOM_TIMEOUT bounds each association and message (seconds).
+XNET_DICOM_AE_TITLE = env_str("XNET_DICOM_AE_TITLE", "XNET")
+XNET_DICOM_HOST = env_str("XNET_DICOM_HOST", "127.0.0.1")
+XNET_DICOM_PORT = env_int("XNET_DICOM_PORT", 11112, minimum=1)
+XNET_DICOM_DELIVERY_ATTEMPTS = env_int("XNET_DICOM_DELIVERY_ATTEMPTS", 8, minimum=1)
+XNET_DICOM_RETRY_SECONDS = env_int("XNET_DICOM_RETRY_SECONDS", 10, minimum=1)
+XNET_DICOM_RETRY_MAX_SECONDS = env_int("XNET_DICOM_RETRY_MAX_SECONDS", 600, minimum=1)
+XNET_DICOM_TIMEOUT = env_int("XNET_DICOM_TIMEOUT", 30, minimum=1)
 
 # Webhooks (webhooks app): deliveries go out on XNET_WEBHOOK_QUEUE; each attempt waits at most
 # XNET_WEBHOOK_TIMEOUT seconds per connect/read; a failed one is retried after

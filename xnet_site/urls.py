@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from diagnosis.api import errors as api_errors
 from diagnosis.api import urls as diagnosis_api
+from dicomnet import urls as dicomnet_urls
 from reviews import api as reviews_api
 
 # /api/v1/, namespace "api": each app's routes (reviews builds on diagnosis, which does not import
@@ -27,6 +28,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("models/", include("modelops.urls")),  # validation pages, promote/demote (department admins)
     path("api/v1/model-statuses/", include("modelops.api_urls")),  # before the rest of /api/v1/ and its 404
+    path("api/v1/dicom/", include(dicomnet_urls.api_urlpatterns)),  # before the rest of /api/v1/ and its 404
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file: no inline script, so the
@@ -35,6 +37,8 @@ urlpatterns = [
     # Any other address under /api/ is a JSON 404 for every method, not a page's HTML.
     re_path(r"^api/", api_errors.not_found),
     path("audit/", include("audit.urls")),
+    path("dicom/", include("dicomnet.urls")),  # DICOM nodes and intake (department pages)
+    path("dicomweb/", include(dicomnet_urls.dicomweb_urlpatterns)),  # STOW-RS
     path("", include("health.urls")),  # /healthz
     path("", include("reviews.urls")),
     path("", include("diagnosis.urls")),
