@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
@@ -25,7 +26,6 @@ from django.utils import timezone
 
 from accounts.models import Department, User
 from diagnosis.models import (
-    Case,
     InferenceJob,
     Modality,
     ModelDeployment,
@@ -208,7 +208,35 @@ def _change(
         override=override,
     )
     model_status_changed.send(sender=ModelDeployment, deployment=deployment, change=change, user=changed_by)
+    key = _evidence_key(deployment.department_id, deployment.model_name, deployment.model_version)
+    transaction.on_commit(lambda: cache.delete(key))
     return change
+
+
+DEMO_REASON = "demo department, not for clinical use"
+
+
+def demo_deployments(*, department: Department, site_admin: User | None) -> list[ModelDeployment]:
+    """seed_demo's choice for its demo department, recorded like any site-admin override: the
+    default X-ray model (the newest installed) is made assistive so the demo shows results, with
+    the reason "demo department, not for clinical use"; CT stays silent (its shipped model has no
+    external validation). Done once: a later change by an admin is never undone by a re-run."""
+    from ml.registry import model_for
+
+    deployments_sync(departments=[department])
+    spec = model_for(Modality.XRAY, Path(settings.XNET_MODEL_DIR))
+    if spec is None:
+        return []
+    row = ModelDeployment.objects.filter(
+        department=department, model_name=spec.name, model_version=spec.version
+    ).first()
+    if row is None or ModelStatusChange.objects.filter(deployment=row, reason=DEMO_REASON).exists():
+        return []
+    return [
+        deployment_set_status(
+            deployment=row, status=Status.ASSISTIVE, changed_by=site_admin, reason=DEMO_REASON, override=True
+        )
+    ]
 
 
 # Selectors --------------------------------------------------------------------------------
@@ -283,49 +311,104 @@ class Evidence:
     signed_cases: int
 
 
-def deployment_evidence(*, deployment: ModelDeployment, label: str | None = None) -> Evidence:
-    """ "assistive since 2026-12-10, validated on 212 signed cases here: agreement 88 %, pneumonia
-    sensitivity 91 %", from this department's signed reports against this version's results (one
-    query); with no signed case, who made it assistive and why."""
+# Evidence facts are cached per process for this long (seconds): the line is read on every case
+# page, API read and poll, and new signed cases move it slowly. A status change clears its key here;
+# other processes notice within this time. Which results are shown is never cached.
+EVIDENCE_TTL = 60
+
+
+def _evidence_key(department_id: int, model_name: str, model_version: str) -> str:
+    return f"xnet:model-evidence:{department_id}:{model_name}:{model_version}"
+
+
+def _evidence_facts(deployment: ModelDeployment) -> dict:
+    """This department's signed cases against this version's results, in one query: per image
+    result, the model's top label against the report's final label."""
     rows = list(
         Prediction.objects.filter(
-            model_name=deployment.model_name,
-            model_version=deployment.model_version,
+            job__model_name=deployment.model_name,
+            job__model_version=deployment.model_version,
             job__status=InferenceJob.Status.SUCCEEDED,
             job__image__withdrawn_at__isnull=True,
             job__image__case__patient__department_id=deployment.department_id,
             job__image__case__report__isnull=False,
         ).values_list("job__image__case_id", "top_label", "job__image__case__report__final_label")
     )
-    since = timezone.localtime(deployment.status_since).date().isoformat()
-    head = f"{deployment.status} since {since}"
-    cases = len({case_id for case_id, _, _ in rows})
-    if cases:
-        agree = sum(top == final for _, top, final in rows)
-        plural = "s" if cases != 1 else ""
-        text = f"{head}, validated on {cases} signed case{plural} here: agreement {agree / len(rows):.0%}"
-        with_label = [top for _, top, final in rows if label and final == label]
-        if with_label:
-            hits = sum(top == label for top in with_label)
-            text += f", {label} sensitivity {hits / len(with_label):.0%} (n={len(with_label)})"
-    else:
-        change = deployment.changes.select_related("changed_by").filter(to_status=deployment.status).first()
-        who = change.changed_by.get_username() if change and change.changed_by else "the installation"
-        why = change.reason if change else "no reason recorded"
-        text = f"{head}, no signed case here yet; set by {who}: {why}"
+    per_label: dict[str, list[int]] = {}
+    for _, top, final in rows:
+        counts = per_label.setdefault(final, [0, 0])
+        counts[0] += top == final
+        counts[1] += 1
+    change = deployment.changes.select_related("changed_by").filter(to_status=deployment.status).first()
+    return {
+        "status": deployment.status,
+        "since": timezone.localtime(deployment.status_since).date().isoformat(),
+        "cases": len({case_id for case_id, _, _ in rows}),
+        "results": len(rows),
+        "agree": sum(top == final for _, top, final in rows),
+        "per_label": per_label,
+        "who": change.changed_by.get_username() if change and change.changed_by else "the installation",
+        "why": change.reason if change else "no reason recorded",
+    }
+
+
+def _evidence_text(facts: dict, label: str | None) -> str:
+    head = f"{facts['status']} since {facts['since']}"
+    cases = facts["cases"]
+    if not cases:
+        return f"{head}, set by {facts['who']}: {facts['why']} (no signed case here to validate it on yet)"
+    plural = "s" if cases != 1 else ""
+    text = f"{head}, validated on {cases} signed case{plural} here: agreement {facts['agree'] / facts['results']:.0%}"
+    hits, total = facts["per_label"].get(label, (0, 0)) if label else (0, 0)
+    if total:
+        text += f", {label} sensitivity {hits / total:.0%} (n={total})"
+    return text
+
+
+def deployment_evidence(*, deployment: ModelDeployment, label: str | None = None) -> Evidence:
+    """ "assistive since 2026-12-10, validated on 212 signed cases here: agreement 88 %, pneumonia
+    sensitivity 91 % (n=40)" from this department's signed reports; with no signed case yet,
+    who set the status and why."""
+    facts = _evidence_facts(deployment)
     return Evidence(
         status=deployment.status,
-        since=since,
-        text=text,
+        since=facts["since"],
+        text=_evidence_text(facts, label),
         validation_url=validation_url(deployment.model_name, deployment.model_version),
-        signed_cases=cases,
+        signed_cases=facts["cases"],
     )
 
 
-def evidence_for_case(case: Case) -> dict[tuple[str, str], Evidence]:
-    """Evidence of each assistive version of the case's department, keyed by (name, version)."""
-    department_id = case.patient.department_id
-    return {
-        (row.model_name, row.model_version): deployment_evidence(deployment=row)
-        for row in ModelDeployment.objects.filter(department_id=department_id, status=Status.ASSISTIVE)
-    }
+def result_evidence(*, department_id: int, model_name: str, model_version: str, label: str | None = None):
+    """The evidence line of a shown result (a job of an assistive version), or None when the
+    version is not assistive in the department (then the result must not be shown at all)."""
+    key = _evidence_key(department_id, model_name, model_version)
+    facts = cache.get(key)
+    if facts is None or facts.get("status") != Status.ASSISTIVE:
+        deployment = ModelDeployment.objects.filter(
+            department_id=department_id, model_name=model_name, model_version=model_version
+        ).first()
+        if deployment is None or deployment.status != Status.ASSISTIVE:
+            return None
+        facts = _evidence_facts(deployment)
+        cache.set(key, facts, EVIDENCE_TTL)
+    return Evidence(
+        status=facts["status"],
+        since=facts["since"],
+        text=_evidence_text(facts, label),
+        validation_url=validation_url(model_name, model_version),
+        signed_cases=facts["cases"],
+    )
+
+
+def job_evidence(job: InferenceJob) -> Evidence | None:
+    """result_evidence for a job (its image, case and patient loaded, as selectors load them)."""
+    if not job.model_name:
+        return None
+    prediction = getattr(job, "prediction", None) if job.status == InferenceJob.Status.SUCCEEDED else None
+    return result_evidence(
+        department_id=job.image.case.patient.department_id,
+        model_name=job.model_name,
+        model_version=job.model_version,
+        label=prediction.top_label if prediction is not None else None,
+    )

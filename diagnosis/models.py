@@ -117,8 +117,9 @@ class Case(models.Model):
         raise ValidationError({"patient": ValidationError(message, code="signed_case_locked")})
 
     def refresh_reading_order(self) -> None:
-        """Recompute waiting_since and the leading AI finding: among each image's latest job, the
-        succeeded ones; AI-positive before negative, then the most probable, then the newest.
+        """Recompute waiting_since and the leading AI finding: among each image's latest job of a
+        model assistive in the department (issue 12), the succeeded ones; AI-positive before negative,
+        then the most probable, then the newest.
         Withdrawn images count for nothing. A signed case keeps the AI finding its report
         recorded: a result arriving after the signature does not change what the worklist shows.
 
@@ -137,8 +138,11 @@ class Case(models.Model):
                 self.lead_label = signed["report__ai_label"]
                 self.lead_probability = signed["report__ai_probability"]
             else:
+                from diagnosis.model_status import assistive_q  # imports this module
+
                 latest: dict[int, InferenceJob] = {}
-                jobs = InferenceJob.objects.filter(image__case=self, image__withdrawn_at__isnull=True)
+                # Only assistive models' results order the worklist: a silent result never raises a case.
+                jobs = InferenceJob.objects.filter(assistive_q(), image__case=self, image__withdrawn_at__isnull=True)
                 for job in jobs.select_related("prediction").order_by("created_at", "id"):
                     latest[job.image_id] = job
                 lead_job = leading_job(latest.values())
@@ -289,12 +293,12 @@ class InferenceJob(models.Model):
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["status", "queued_at"])]
         constraints = [
-            # Exactly one result per model per image: a second live job of the same model for the
-            # same image is refused (a failed one may be re-run as a new job).
+            # Exactly one result per model per image (issue 12): a second succeeded job of the same
+            # model for the same image is refused, so the worker cannot store a duplicate prediction.
             models.UniqueConstraint(
                 fields=["image", "model_name", "model_version"],
-                condition=~models.Q(status="failed") & ~models.Q(model_name=""),
-                name="one_live_job_per_model_per_image",
+                condition=models.Q(status="succeeded") & ~models.Q(model_name=""),
+                name="one_result_per_model_per_image",
             ),
         ]
 

@@ -31,6 +31,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import User
+from diagnosis.model_status import assistive_q
 from diagnosis.models import NEGATIVE_FINDINGS, Case, Image, InferenceJob, Modality, Patient, Prediction
 
 
@@ -55,38 +56,56 @@ def image_list_for_user(*, user: User) -> QuerySet[Image]:
     )
 
 
+def shown_jobs() -> QuerySet[InferenceJob]:
+    """Jobs of models assistive in the image's department (issue 12): the only results pages, the
+    API, reports and triage show. A silent model's jobs are for its validation page alone."""
+    return InferenceJob.objects.filter(assistive_q())
+
+
 def job_list_for_user(*, user: User) -> QuerySet[InferenceJob]:
-    return InferenceJob.objects.filter(
-        image__case__patient__department_id=_department_id(user), image__withdrawn_at__isnull=True
-    ).select_related("image__case__patient", "prediction")
+    return (
+        shown_jobs()
+        .filter(image__case__patient__department_id=_department_id(user), image__withdrawn_at__isnull=True)
+        .select_related("image__case__patient", "prediction")
+    )
 
 
 def prediction_list_for_user(*, user: User) -> QuerySet[Prediction]:
-    return Prediction.objects.filter(
-        job__image__case__patient__department_id=_department_id(user), job__image__withdrawn_at__isnull=True
-    ).select_related("job__image__case")
+    return (
+        Prediction.objects.filter(
+            job__image__case__patient__department_id=_department_id(user), job__image__withdrawn_at__isnull=True
+        )
+        .filter(assistive_q("job__"))
+        .select_related("job__image__case")
+    )
+
+
+def _shown_jobs(**filters) -> QuerySet[InferenceJob]:
+    """Jobs whose result the worklist may show: of a current image, by a model assistive in the
+    case's department (issue 12: silent models' results are stored for validation only)."""
+    from diagnosis.model_status import assistive_q  # imports diagnosis.models, like this module
+
+    return InferenceJob.objects.filter(assistive_q(), image__withdrawn_at__isnull=True, **filters)
 
 
 def _latest_job(field: str) -> Subquery:
-    jobs = InferenceJob.objects.filter(image__case=OuterRef("pk"), image__withdrawn_at__isnull=True)
-    jobs = jobs.order_by("-created_at", "-id")
+    jobs = _shown_jobs(image__case=OuterRef("pk")).order_by("-created_at", "-id")
     return Subquery(jobs.values(field)[:1])
 
 
 def _latest_status_is(status: str) -> Q:
-    """Cases whose latest job (over current images) has `status`, as a set condition: the
-    database runs it as one semi-join over the jobs of that status and an anti-join for "a later
-    job of the same case", instead of a latest-job subquery per case (the per-row form cost
-    240-355 ms on 10,000 cases)."""
-    later = InferenceJob.objects.filter(
-        image__case_id=OuterRef("image__case_id"), image__withdrawn_at__isnull=True
-    ).filter(Q(created_at__gt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id")))
-    latest = InferenceJob.objects.filter(status=status, image__withdrawn_at__isnull=True).filter(~models.Exists(later))
+    """Cases whose latest shown job has `status`, as a set condition: the database runs it as one
+    semi-join over the jobs of that status and an anti-join for "a later job of the same case",
+    instead of a latest-job subquery per case (the per-row form cost 240-355 ms on 10,000 cases)."""
+    later = _shown_jobs(image__case_id=OuterRef("image__case_id")).filter(
+        Q(created_at__gt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id"))
+    )
+    latest = _shown_jobs(status=status).filter(~models.Exists(later))
     return Q(pk__in=latest.values("image__case_id"))
 
 
-def _has_current_job() -> models.Exists:
-    return models.Exists(InferenceJob.objects.filter(image__case=OuterRef("pk"), image__withdrawn_at__isnull=True))
+def _has_shown_job() -> models.Exists:
+    return models.Exists(_shown_jobs(image__case=OuterRef("pk")))
 
 
 class Triage(models.IntegerChoices):
@@ -318,7 +337,7 @@ def worklist(
     )
     cases = _triaged(cases, now=now) if triage else _ordered(cases, NEWEST_FIRST)
     if status == "none":
-        cases = cases.filter(~_has_current_job())
+        cases = cases.filter(~_has_shown_job())
     elif status:
         cases = cases.filter(_latest_status_is(status))
     if modality in Modality.values:
@@ -370,8 +389,8 @@ def worklist_neighbours(*, user: User, case: Case, filters: Mapping[str, object]
 
 def case_detail(*, user: User, case_id: int) -> Case:
     """One case with its images (withdrawn ones left out), jobs and predictions prefetched
-    (raises Case.DoesNotExist)."""
-    jobs = InferenceJob.objects.select_related("prediction").order_by("created_at", "id")
+    (raises Case.DoesNotExist). Only jobs of assistive models: what anyone reading the case sees."""
+    jobs = shown_jobs().select_related("prediction").order_by("created_at", "id")
     return (
         case_list_for_user(user=user)
         .select_related("report__signed_by")  # the API's report summary, in the same query
@@ -384,7 +403,7 @@ def case_detail(*, user: User, case_id: int) -> Case:
 
 def patient_history(*, patient: Patient) -> QuerySet[Case]:
     """All of a patient's cases with their uploads, oldest upload first within a case."""
-    jobs = InferenceJob.objects.select_related("prediction").order_by("created_at", "id")
+    jobs = shown_jobs().select_related("prediction").order_by("created_at", "id")
     images = Image.objects.current().select_related("uploaded_by").prefetch_related(Prefetch("jobs", queryset=jobs))
     return (
         patient.cases.select_related("created_by")

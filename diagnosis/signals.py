@@ -116,3 +116,36 @@ def worker_started(sender=None, **kwargs) -> None:
         import logging
 
         logging.getLogger(__name__).exception("Model deployments could not be synced at worker start")
+
+
+def refresh_cases_of_model(*, department_id: int, model_name: str, model_version: str) -> int:
+    """Recompute the reading order of the department's unsigned cases holding a result of this
+    model version: its status changed, so whether that result orders the worklist changed too."""
+    case_ids = (
+        Case.objects.filter(
+            patient__department_id=department_id,
+            report__isnull=True,
+            images__jobs__model_name=model_name,
+            images__jobs__model_version=model_version,
+        )
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    ids = sorted(case_ids)
+    for case in Case.objects.filter(pk__in=ids).order_by("pk"):
+        case.refresh_reading_order()
+    return len(ids)
+
+
+@receiver(model_status_changed, dispatch_uid="diagnosis_model_status_reading_order")
+def model_status_saved(sender, deployment, change, user, **kwargs) -> None:
+    """After the status change commits: the worklist follows the new assistive model at once."""
+    from django.db import transaction
+
+    transaction.on_commit(
+        lambda: refresh_cases_of_model(
+            department_id=deployment.department_id,
+            model_name=deployment.model_name,
+            model_version=deployment.model_version,
+        )
+    )

@@ -28,7 +28,9 @@ from accounts.forms import add_service_errors
 from accounts.models import User
 from diagnosis import downloads, fragments, pixels, selectors, services
 from diagnosis.forms import CaseCreateForm, ImagesUploadForm, ImageWithdrawForm, PatientSearchForm, WorklistFilterForm
+from diagnosis.model_status import job_evidence
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
+from diagnosis.templatetags.xnet import no_model_message
 from ml.labels import display_name
 from ml.registry import ModelSpec, find_model, model_for
 
@@ -349,8 +351,22 @@ def _job_json(job: InferenceJob | None) -> dict | None:
         ),
         "rejection_code": job.rejection_code,
         "rejection_reason": job.rejection_reason,
+        # The model's status here and what it rests on (issue 12): only assistive results are shown.
+        "model_status": _evidence_json(job),
         "queue_wait_s": _seconds(job.queue_wait),
         "run_time_s": _seconds(job.run_time),
+    }
+
+
+def _evidence_json(job: InferenceJob) -> dict | None:
+    evidence = job_evidence(job)
+    if evidence is None:
+        return None
+    return {
+        "status": evidence.status,
+        "since": evidence.since,
+        "evidence": evidence.text,
+        "validation_url": evidence.validation_url,
     }
 
 
@@ -368,7 +384,11 @@ def case_status(request: HttpRequest, case_id: int) -> JsonResponse:
             {
                 "id": image.pk,
                 "job": _job_json(image.latest_job),
-                "html": render_to_string("diagnosis/_job.html", {"job": image.latest_job}, request=request),
+                "html": render_to_string(
+                    "diagnosis/_job.html", {"job": image.latest_job, "image": image}, request=request
+                ),
+                # Issue 12: with no shown result, why (no validated model here); else null.
+                "no_result": None if image.latest_job else no_model_message(image),
             }
             for image in images
         ],

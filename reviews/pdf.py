@@ -118,6 +118,10 @@ def _signed_images(report: Report, case: Case) -> list[tuple[Image, dict, Infere
         if image is None:
             continue
         job = next((job for job in image.jobs.all() if job.pk == entry.get("job")), None)
+        if job is None and entry.get("job"):
+            # The prefetch holds assistive models' jobs only: a model demoted since the signature
+            # still printed what the radiologist signed against (issue 12).
+            job = InferenceJob.objects.select_related("prediction").filter(pk=entry["job"], image=image).first()
         signed.append((image, entry, job))
     return sorted(signed, key=lambda item: item[0].position)
 
@@ -128,7 +132,8 @@ def _ai_line(entry: dict, job: InferenceJob | None) -> str:
         return "AI: no classification when signed"
     if status == InferenceJob.Status.SUCCEEDED and entry.get("label"):
         model = f"{entry.get('model_name', '')} {entry.get('model_version', '')}".strip()
-        return f"AI: {display_name(entry['label'])} {_percent(entry.get('probability'))} ({model})"
+        status_line = f"; {entry['model_status']}" if entry.get("model_status") else ""
+        return f"AI: {display_name(entry['label'])} {_percent(entry.get('probability'))} ({model}{status_line})"
     reason = entry.get("rejection_reason") or ""
     if not reason and job is not None and job.status == status == InferenceJob.Status.FAILED:
         reason = job.error_message
@@ -311,6 +316,10 @@ def render_report_pdf(*, report: Report, case: Case) -> bytes:
         )
         ai_rows.append(["From", source or "an image no longer in the case"])
     ai_rows.append(["Model", f"{report.ai_model_name} {report.ai_model_version}".strip() or "-"])
+    # Issue 12: the model's status and evidence as shown when signing (only assistive models' results are).
+    shown = next((entry for _, entry, _ in signed_images if entry.get("job") == report.ai_job_id), {})
+    if report.ai_label and shown.get("model_status"):
+        ai_rows.append(["Model status", para(shown["model_status"])])
     story += [Paragraph("AI result (as shown when signing)", styles["Heading2"]), _table(ai_rows)]
 
     story.append(Paragraph("Images", styles["Heading2"]))

@@ -13,6 +13,7 @@ from django.db.models import F, Prefetch, QuerySet
 
 from accounts.models import User
 from diagnosis import selectors as diagnosis_selectors
+from diagnosis.model_status import assistive_keys, job_evidence
 from diagnosis.models import Case, Image, InferenceJob, Prediction, leading_job
 from ml.registry import model_for
 from reviews.models import Addendum, Report
@@ -46,10 +47,23 @@ def case_for_review(*, user: User, case_id: int) -> Case:
     return diagnosis_selectors.case_detail(user=user, case_id=case_id)
 
 
+def _assistive_keys(case: Case) -> set[tuple[str, str]]:
+    """The department's assistive model versions, read once per case object."""
+    keys = getattr(case, "_assistive_keys", None)
+    if keys is None:
+        keys = assistive_keys(department_id=case.patient.department_id)
+        case._assistive_keys = keys
+    return keys
+
+
 def _latest_jobs(case: Case) -> list[tuple[Image, InferenceJob | None]]:
+    """Each image's latest job of an assistive model (issue 12): a silent model's result is never
+    signed against, recorded in a report or printed, whatever queryset loaded the case."""
+    keys = _assistive_keys(case)
     result = []
     for image in case.images.all():
-        jobs = sorted(image.jobs.all(), key=lambda job: (job.created_at, job.pk))
+        shown = (job for job in image.jobs.all() if (job.model_name, job.model_version) in keys)
+        jobs = sorted(shown, key=lambda job: (job.created_at, job.pk))
         result.append((image, jobs[-1] if jobs else None))
     return result
 
@@ -87,9 +101,16 @@ def ai_results(*, case: Case) -> list[dict]:
                 "model_name": (prediction.model_name if prediction else job.model_name) if job else "",
                 "model_version": (prediction.model_version if prediction else job.model_version) if job else "",
                 "rejection_reason": job.rejection_reason if job else "",
+                # The model's status and evidence as shown when signing (the PDF prints it).
+                "model_status": _evidence_text(job),
             }
         )
     return results
+
+
+def _evidence_text(job: InferenceJob | None) -> str:
+    evidence = job_evidence(job) if job is not None else None
+    return evidence.text if evidence is not None else ""
 
 
 def class_labels(*, case: Case) -> list[str]:

@@ -121,7 +121,14 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def installed_models(settings, model_dir) -> Path:
+    """The tiny models installed; in departments that exist already (and, through DepartmentFactory,
+    in those made later) the newest of each modality is assistive, the placeholders retired."""
+    from accounts.models import Department
+    from tests.factories import speaking_models
+
     settings.XNET_MODEL_DIR = model_dir
+    for department in Department.objects.all():
+        speaking_models(department)
     return model_dir
 
 

@@ -164,8 +164,10 @@ def test_detail_nests_images_jobs_and_predictions(api, patient, django_assert_ma
     pending = InferenceJobFactory(image=second)
 
     api.get("/api/v1/cases/")  # the token's first use in an interval writes an audit event: not measured here
-    # token, case, images, jobs + predictions; then the case-view audit event (savepoint, insert, release)
-    with django_assert_max_num_queries(5 + 3):
+    # token, case, images, jobs + predictions; then the case-view audit event (savepoint, insert, release);
+    # then the shown model's status evidence (deployment, signed results, history row), once per model
+    # version (cached for a minute, issue 12)
+    with django_assert_max_num_queries(5 + 3 + 3):
         response = api.get(f"/api/v1/cases/{case.pk}/")
     assert response.status_code == 200
     body = response.json()

@@ -24,6 +24,7 @@ JOB_FIELDS = {
     "model_name",
     "model_version",
     "model_card_url",
+    "model_status",
     "error_message",
     "rejection_code",
     "rejection_reason",
@@ -63,7 +64,8 @@ def test_pending_job(api, radiologist, chest_xray_bytes):
     assert set(body) == JOB_FIELDS
     assert body == upload.json()["job"]
     assert (body["status"], body["attempt"], body["prediction"]) == ("pending", 0, None)
-    assert body["model_card_url"] is None  # no model has looked at it yet
+    # The job names its model from creation (issue 12: one job per model active here)
+    assert body["model_card_url"] == "http://testserver/models/test-xray/1.0.0/"
     assert (body["image"], body["case"]) == (upload.json()["image"]["id"], case.pk)
     assert body["started_at"] is None
     assert body["finished_at"] is None
@@ -105,7 +107,9 @@ def test_failed_job_has_message_and_no_prediction(api, radiologist, chest_xray_b
     _, upload = _upload(api, radiologist, chest_xray_bytes, modality="ct")
     services.job_run(job_id=upload.json()["job"]["id"])
     job = api.get(upload["Location"]).json()
-    assert (job["status"], job["error_message"], job["prediction"]) == ("failed", "no model installed for CT", None)
+    # The department's CT deployment names a model whose folder is not installed.
+    assert (job["status"], job["prediction"]) == ("failed", None)
+    assert job["error_message"] == "model test-ct 1.0.0 is not installed"
     assert job["finished_at"] is not None
 
 

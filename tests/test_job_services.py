@@ -64,8 +64,10 @@ def test_no_model_installed_fails_with_message(radiologist, chest_xray_bytes, se
     job = _upload(case, radiologist, chest_xray_bytes)
     services.job_run(job_id=job.pk)
     job.refresh_from_db()
+    # The department's CT deployment names a model whose folder is not installed (issue 12: a job
+    # runs the model it names).
     assert job.status == InferenceJob.Status.FAILED
-    assert job.error_message == "no model installed for CT"
+    assert job.error_message == "model test-ct 1.0.0 is not installed"
     assert not Prediction.objects.filter(job=job).exists()
 
 

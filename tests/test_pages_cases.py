@@ -22,8 +22,10 @@ from tests.factories import (
     CaseFactory,
     ImageFactory,
     InferenceJobFactory,
+    ModelDeploymentFactory,
     PatientFactory,
     PredictionFactory,
+    assistive,
     png_bytes,
 )
 
@@ -301,6 +303,8 @@ def test_case_upload_get_is_not_allowed(rad_client, case):
 
 
 def test_case_page_shows_result_with_probability_bars(rad_client, case):
+    department = case.patient.department
+    assistive(ModelDeploymentFactory(department=department, model_name="xray-tiny", model_version="1.0.0"))
     prediction = PredictionFactory(
         job__image__case=case,
         probabilities={"normal": 0.1, "pneumonia": 0.7, "covid": 0.15, "tuberculosis": 0.05},
@@ -384,7 +388,7 @@ def test_upload_then_worker_failure_shows_reason(rad_client, radiologist, patien
     services.job_run(job_id=InferenceJob.objects.get(image__case=case).pk)
     page = rad_client.get(response["Location"])
     assertContains(page, '<span class="badge badge-failed job-status">failed</span>', html=True)
-    assertContains(page, "no model installed for CT")
+    assertContains(page, "model test-ct 1.0.0 is not installed")
 
 
 # Status JSON -----------------------------------------------------------------------------

@@ -16,7 +16,15 @@ from diagnosis.models import Case, Image
 from ml.heatmaps import heatmap_png
 from reviews import selectors, services
 from reviews.pdf import render_report_pdf
-from tests.factories import CaseFactory, ImageFactory, PatientFactory, PredictionFactory, png_bytes
+from tests.factories import (
+    CaseFactory,
+    ImageFactory,
+    ModelDeploymentFactory,
+    PatientFactory,
+    PredictionFactory,
+    assistive,
+    png_bytes,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +58,8 @@ def case(radiologist) -> Case:
         department=radiologist.department, created_by=radiologist, name="Ada Lovelace", mrn="XR-4711"
     )
     case = CaseFactory(patient=patient, created_by=radiologist, indication="Fever and cough for five days.")
+    # The results below are of xray-tiny, the department's assistive X-ray model (issue 12).
+    assistive(ModelDeploymentFactory(department=patient.department, model_name="xray-tiny", model_version="1.0.0"))
     PredictionFactory(
         job__image__case=case,
         model_name="xray-tiny",

@@ -15,7 +15,15 @@ from diagnosis.models import Case, InferenceJob
 from reviews import services
 from reviews.models import Addendum, LockedRecordError, Report
 from reviews.services import ReviewConflict
-from tests.factories import CaseFactory, ImageFactory, InferenceJobFactory, PatientFactory, PredictionFactory
+from tests.factories import (
+    CaseFactory,
+    ImageFactory,
+    InferenceJobFactory,
+    ModelDeploymentFactory,
+    PatientFactory,
+    PredictionFactory,
+    assistive,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -90,7 +98,9 @@ def test_other_finding_with_text(rad_client, case):
 def test_the_ai_result_in_the_report_survives_a_rerun(rad_client, case):
     sign(rad_client, case)
     image = InferenceJob.objects.get(prediction__top_label="pneumonia").image
-    PredictionFactory(job__image=image, top_label="covid", top_probability=0.99)  # re-run, newer result
+    # A newer result, of a version promoted since (issue 12: a model's image has one result each)
+    PredictionFactory(job__image=image, job__model_version="2.0.0", top_label="covid", top_probability=0.99)
+    assistive(ModelDeploymentFactory(department=case.patient.department, model_name="test-xray", model_version="2.0.0"))
     report = Report.objects.get(case=case)
     assert (report.ai_label, report.ai_probability) == ("pneumonia", 0.7)
 
@@ -268,7 +278,9 @@ def test_the_form_carries_the_ai_result_shown(rad_client, case):
 def test_signing_after_the_ai_result_changed_is_409(rad_client, case, shown):
     """The page showed one AI result (or none); a job finished or re-ran before the click."""
     job = InferenceJob.objects.get(prediction__top_label="pneumonia")
-    PredictionFactory(job__image=job.image, top_label="covid", top_probability=0.9)  # the re-run's result
+    # The result of a version promoted meanwhile (issue 12: one result per model per image)
+    PredictionFactory(job__image=job.image, job__model_version="2.0.0", top_label="covid", top_probability=0.9)
+    assistive(ModelDeploymentFactory(department=case.patient.department, model_name="test-xray", model_version="2.0.0"))
     response = sign(rad_client, case, shown_ai_job=job.pk if shown == "job" else 0)
     assertContains(
         response, "The AI result changed since you opened this case (it is now: COVID-19 90%)", status_code=409

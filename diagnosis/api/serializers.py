@@ -174,6 +174,31 @@ class ModelCardUrlField(serializers.Field):
 extend_schema_field({"type": "string", "format": "uri", "nullable": True})(ModelCardUrlField)
 
 
+class ModelStatusSerializer(serializers.Serializer):
+    """Issue 12: the shown result's model status in the department and what it rests on."""
+
+    status = serializers.ChoiceField(choices=["assistive"], help_text="Only assistive models' results are shown.")
+    since = serializers.DateField()
+    evidence = serializers.CharField(
+        help_text="One line: e.g. 'assistive since 2026-12-10, validated on 212 signed cases here: agreement 88 %'."
+    )
+    validation_url = serializers.CharField(help_text="The model version's validation page (department admins).")
+
+
+def _model_status(job: InferenceJob) -> dict | None:
+    from diagnosis.model_status import job_evidence
+
+    evidence = job_evidence(job)
+    if evidence is None:
+        return None
+    return {
+        "status": evidence.status,
+        "since": evidence.since,
+        "evidence": evidence.text,
+        "validation_url": evidence.validation_url,
+    }
+
+
 class PredictionSerializer(serializers.ModelSerializer):
     probabilities = serializers.DictField(child=serializers.FloatField(), help_text="Class label -> probability.")
     model_card_url = ModelCardUrlField()
@@ -210,9 +235,14 @@ class PredictionDetailSerializer(PredictionSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:prediction-detail")
     image = serializers.IntegerField(source="job.image_id", read_only=True)
     case = serializers.IntegerField(source="job.image.case_id", read_only=True)
+    model_status = serializers.SerializerMethodField(help_text="The model's status in this department (issue 12).")
+
+    @extend_schema_field(ModelStatusSerializer(allow_null=True))
+    def get_model_status(self, prediction: Prediction) -> dict | None:
+        return _model_status(prediction.job)
 
     class Meta(PredictionSerializer.Meta):
-        fields = ["id", "url", "job", "image", "case", *PredictionSerializer.Meta.fields[1:]]
+        fields = ["id", "url", "job", "image", "case", *PredictionSerializer.Meta.fields[1:], "model_status"]
         read_only_fields = fields
 
 
@@ -229,6 +259,15 @@ class BlankAsNullChoiceField(serializers.ChoiceField):
 
 class JobSerializer(serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:job-detail")
+    model_status = serializers.SerializerMethodField(
+        help_text="The model's status in this department and its evidence; every job shown is an assistive "
+        "model's (silent models' results are stored for validation, never shown)."
+    )
+
+    @extend_schema_field(ModelStatusSerializer(allow_null=True))
+    def get_model_status(self, job: InferenceJob) -> dict | None:
+        return _model_status(job)
+
     rejection_code = BlankAsNullChoiceField(
         choices=InferenceJob.Rejection.choices, help_text="Why the input gate refused the image; null otherwise."
     )
@@ -250,6 +289,7 @@ class JobSerializer(serializers.ModelSerializer):
             "model_name",
             "model_version",
             "model_card_url",
+            "model_status",
             "error_message",
             "rejection_code",
             "rejection_reason",
@@ -315,10 +355,22 @@ class ImageSerializer(serializers.ModelSerializer):
 
 
 class ImageWithJobsSerializer(ImageSerializer):
-    jobs = JobSerializer(many=True, read_only=True)
+    jobs = JobSerializer(
+        many=True, read_only=True, help_text="Jobs of the department's assistive model (silent models' are not shown)."
+    )
+    no_result = serializers.SerializerMethodField(
+        help_text="Why no AI result is shown for this image (e.g. no validated model for its modality in this "
+        "department: images are stored for reading); null when a job is shown."
+    )
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_no_result(self, image: Image) -> str | None:
+        from diagnosis.templatetags.xnet import no_model_message
+
+        return None if image.jobs.all() else no_model_message(image)
 
     class Meta(ImageSerializer.Meta):
-        fields = [*ImageSerializer.Meta.fields, "jobs"]
+        fields = [*ImageSerializer.Meta.fields, "jobs", "no_result"]
         read_only_fields = fields
 
 
@@ -362,10 +414,12 @@ class DicomCaseCreateSerializer(ImageUploadSerializer):
 
 
 class UploadResultSerializer(serializers.Serializer):
-    """The 202 answer to an upload: the stored image and the job that will classify it."""
+    """The 202 answer to an upload: the stored image and the job of the department's assistive model
+    that will classify it (null where none is assistive: `note` says so)."""
 
     image = ImageSerializer()
-    job = JobSerializer()
+    job = JobSerializer(allow_null=True)
+    note = serializers.CharField(allow_null=True, required=False, help_text="Why no job is shown; null otherwise.")
 
 
 class DicomCaseResultSerializer(UploadResultSerializer):

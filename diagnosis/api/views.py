@@ -42,7 +42,23 @@ LIST_METHODS = ("GET", "HEAD")  # the methods that read a list's filters
 
 
 def _jobs_with_predictions() -> Prefetch:
-    return Prefetch("jobs", queryset=InferenceJob.objects.select_related("prediction").order_by("created_at", "id"))
+    # Only jobs of models assistive in the department (issue 12): silent results are never shown.
+    return Prefetch("jobs", queryset=selectors.shown_jobs().select_related("prediction").order_by("created_at", "id"))
+
+
+def _upload_body(job: InferenceJob | None, image: Image, context: dict) -> tuple[dict, str]:
+    """The upload's answer and its Location: the assistive model's job, or (none assistive here)
+    a null job, a note saying why, and the image's URL."""
+    from diagnosis.model_status import is_assistive, no_validated_model_message
+
+    department_id = image.case.patient.department_id
+    if job is not None and not is_assistive(
+        department_id=department_id, model_name=job.model_name, model_version=job.model_version
+    ):
+        job = None  # a silent model's job: stored for validation, not shown
+    note = None if job is not None else no_validated_model_message(image.modality)
+    body = s.UploadResultSerializer({"image": image, "job": job, "note": note}, context=context).data
+    return body, str(body["job"]["url"] if job is not None else body["image"]["url"])
 
 
 class Conflict(APIException):
@@ -188,9 +204,9 @@ class CaseImageUploadView(KnownQueryParameters, generics.GenericAPIView):
         data = self.get_serializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            job = services.image_upload(
+            jobs = services.images_upload(
                 case=case,
-                file=data.validated_data["file"],
+                files=[data.validated_data["file"]],
                 uploaded_by=request.user,
                 frame=data.validated_data.get("frame"),
                 confirm_modality=data.validated_data["confirm_modality"],
@@ -200,9 +216,8 @@ class CaseImageUploadView(KnownQueryParameters, generics.GenericAPIView):
         except DjangoValidationError as exc:
             # The inspection's message (with its code) belongs to the `file` field here.
             raise DjangoValidationError({"file": exc.error_list}) from None
-        context = self.get_serializer_context()
-        body = s.UploadResultSerializer({"image": job.image, "job": job}, context=context).data
-        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": str(body["job"]["url"])})
+        body, location = _upload_body(jobs[0] if jobs else None, jobs.images[0], self.get_serializer_context())
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": location})
 
 
 class CaseFromDicomView(KnownQueryParameters, generics.GenericAPIView):
@@ -229,7 +244,7 @@ class CaseFromDicomView(KnownQueryParameters, generics.GenericAPIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         try:
-            [job] = services.case_from_dicom(
+            jobs = services.case_from_dicom(
                 created_by=request.user,
                 files=[values["file"]],
                 modality=values.get("modality"),
@@ -241,9 +256,10 @@ class CaseFromDicomView(KnownQueryParameters, generics.GenericAPIView):
             if not hasattr(exc, "error_dict"):
                 exc = DjangoValidationError({"file": exc.error_list})
             raise exc from None
-        context = self.get_serializer_context()
-        case_url = request.build_absolute_uri(reverse("api:case-detail", args=[job.image.case_id]))
-        body = s.DicomCaseResultSerializer({"case": case_url, "image": job.image, "job": job}, context=context).data
+        image = jobs.images[0]
+        case_url = request.build_absolute_uri(reverse("api:case-detail", args=[image.case_id]))
+        body, _ = _upload_body(jobs[0] if jobs else None, image, self.get_serializer_context())
+        body = {"case": case_url, **body}
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": case_url})
 
 

@@ -46,3 +46,26 @@ def duration(value: timedelta | None) -> str:
         return f"{minutes} min {rest} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+@register.filter
+def model_evidence(job):
+    """A shown job's evidence line (model status, what it rests on here, validation page link),
+    or None when its model is not assistive in the department (issue 12)."""
+    from diagnosis.model_status import job_evidence
+
+    return job_evidence(job) if job else None
+
+
+@register.filter
+def no_model_message(image) -> str:
+    """For an image without a shown result: no model version is assistive for its modality here."""
+    from diagnosis.model_status import assistive_deployment, no_validated_model_message
+
+    modality = getattr(image, "modality", "") or ""
+    if modality and assistive_deployment(department=image.case.patient.department_id, modality=modality):
+        return (
+            "No result of this department's validated model for this image (it was uploaded before that model "
+            "became assistive): read it without AI support."
+        )
+    return no_validated_model_message(modality)

@@ -120,6 +120,16 @@ class Command(BaseCommand):
                 for account in DEMO_ACCOUNTS
             ]
 
+        # Issue 12: models start silent; the demo department's X-ray model is made assistive by a
+        # recorded site-admin override so the demo shows results (not for clinical use), CT stays silent.
+        from diagnosis.model_status import DEMO_REASON, active_deployments, demo_deployments
+
+        site_admin = next((user for account, user, _ in results if account.superuser), None)
+        demo_deployments(department=department, site_admin=site_admin)
+        statuses = [
+            row for modality in ("xray", "ct") for row in active_deployments(department=department, modality=modality)
+        ]
+
         self.stdout.write(f"Demo accounts (department {department.name!r}):")
         for account, user, state in results:
             if state == "changed":
@@ -131,3 +141,10 @@ class Command(BaseCommand):
             "The department admin and the site admin set up two-factor authentication (an authenticator app) "
             "at their first login."
         )
+        self.stdout.write(f"Model statuses in {department.name!r} (assistive models' results are shown):")
+        for row in statuses:
+            self.stdout.write(f"  {row.model_name} {row.model_version} ({row.modality}): {row.status}")
+        if not any(row.status == "assistive" for row in statuses):
+            self.stdout.write("  no model is assistive: images are stored for reading, no AI result is shown")
+        else:
+            self.stdout.write(f"  (the assistive X-ray model was set by the site admin: {DEMO_REASON})")
