@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 MAX_DESCRIPTION = 200
 MAX_ERROR = 1000
+# A retry message runs at its countdown, which starts after next_attempt_at was stored; this
+# slack only absorbs clock differences between worker machines.
+NOT_DUE_SLACK = timedelta(milliseconds=500)
 
 
 # Subscriptions ----------------------------------------------------------------------------
@@ -70,7 +73,7 @@ def subscription_create(
     subscription = Subscription.objects.create(
         department_id=created_by.department_id,
         url=url,
-        events=sorted(set(events)),
+        events=sorted({str(event) for event in events}),
         description=description,
         secret=secret,
         created_by=created_by,
@@ -166,7 +169,7 @@ def delivery_attempt(*, delivery_id: str) -> float | None:
         if delivery is None or delivery.is_done:
             return None  # unknown, held by another worker right now, or finished
         now = timezone.now()
-        if delivery.next_attempt_at and delivery.next_attempt_at > now + timedelta(seconds=1):
+        if delivery.next_attempt_at and delivery.next_attempt_at > now + NOT_DUE_SLACK:
             # A duplicate message (a redelivery) ahead of the planned time: the message that
             # planned it, or the sweeper, makes that attempt. Not rescheduled, so copies never pile up.
             return None
