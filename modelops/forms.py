@@ -20,6 +20,10 @@ class ReasonForm(forms.Form):
 
 
 class PromoteForm(ReasonForm):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("auto_id", "promote_%s")  # two forms on one page: distinct element ids
+        super().__init__(*args, **kwargs)
+
     previous_becomes = forms.ChoiceField(
         label="The current assistive version becomes",
         choices=[
@@ -40,6 +44,10 @@ class PromoteForm(ReasonForm):
 
 
 class DemoteForm(ReasonForm):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("auto_id", "demote_%s")
+        super().__init__(*args, **kwargs)
+
     to_status = forms.ChoiceField(
         label="New status",
         choices=[
