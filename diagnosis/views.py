@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlencode
 
-import markdown
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -26,7 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.forms import add_service_errors
 from accounts.models import User
-from diagnosis import downloads, fragments, pixels, selectors, services
+from diagnosis import downloads, fragments, model_cards, pixels, selectors, services
 from diagnosis.forms import CaseCreateForm, ImagesUploadForm, ImageWithdrawForm, PatientSearchForm, WorklistFilterForm
 from diagnosis.model_status import job_evidence
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
@@ -464,8 +463,15 @@ def model_card(request: HttpRequest, name: str, version: str) -> HttpResponse:
     """How far to trust a model: its card, next to every result it produced."""
     spec = _installed_model_or_404(name, version)
     card_file = spec.folder / "CARD.md"
-    # CARD.md comes from the model folder, which the operator installs (trusted), not from users.
-    card_html = markdown.markdown(card_file.read_text(), extensions=["tables"]) if card_file.is_file() else ""
+    meta = spec.card
+    training = model_cards.training_data(meta, list(spec.classes))
+    shown = {"title"} | ({"intended_use"} if meta.get("intended_use") else set())
+    shown |= {"limitations"} if meta.get("limitations") else set()
+    card_html = (
+        model_cards.card_html(card_file.read_text(), shown_by_page=shown, training_table=training is not None)
+        if card_file.is_file()
+        else ""
+    )
     figures = [figure for figure in CARD_FIGURES if (spec.folder / figure).is_file()]
     # A result made by an older model links here; the reader should know it is no longer in use.
     in_use = model_for(spec.modality, settings.XNET_MODEL_DIR)
@@ -474,8 +480,9 @@ def model_card(request: HttpRequest, name: str, version: str) -> HttpResponse:
         "diagnosis/model_card.html",
         {
             "spec": spec,
-            "meta": spec.card,
+            "meta": meta,
             "card_html": card_html,
+            "training": training,
             "figures": figures,
             "in_use": in_use if in_use and in_use != spec else None,
         },
