@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 from pytest_django.asserts import assertContains, assertNotContains
 
-from tests.factories import CaseFactory, InferenceJobFactory, PatientFactory, PredictionFactory
+from reviews.models import Report
+from tests.factories import CaseFactory, ImageFactory, InferenceJobFactory, PatientFactory, PredictionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -118,16 +120,39 @@ def test_worklist_reversed_date_range_is_400(rad_client):
     assertContains(response, "The end date is before the start date.", status_code=400)
 
 
+def next_link(response, rel: str = "next") -> str | None:
+    found = re.search(rf'<a rel="{rel}" href="([^"]+)"', response.content.decode())
+    return html.unescape(found.group(1)) if found else None
+
+
 def test_worklist_pagination_keeps_filters(rad_client, make_case):
     cases = [make_case(modality="ct") for _ in range(27)]
     make_case(modality="xray")
     first = rad_client.get(reverse("worklist"), {"modality": "ct"})
     assert len(case_ids(first)) == 25
-    assertContains(first, "Page 1 of 2")
-    assertContains(first, 'href="?modality=ct&amp;page=2"')
-    second = rad_client.get(reverse("worklist"), {"modality": "ct", "page": 2})
+    assertContains(first, "27 cases match the filters.")
+    assert next_link(first, "prev") is None
+    link = next_link(first)
+    assert link.startswith("?modality=ct&cursor=")
+    second = rad_client.get(reverse("worklist") + link)
     assert case_ids(second) == [c.pk for c in cases[:2]][::-1]
-    assert case_ids(rad_client.get(reverse("worklist"), {"modality": "ct", "page": "nonsense"})) == case_ids(first)
+    assert next_link(second) is None
+    back = rad_client.get(reverse("worklist") + next_link(second, "prev"))
+    assert case_ids(back) == case_ids(first)
+    # a damaged or stale cursor is the first page, as a bad page number always was
+    assert case_ids(rad_client.get(reverse("worklist"), {"modality": "ct", "cursor": "nonsense"})) == case_ids(first)
+
+
+def test_worklist_pages_show_every_case_once(rad_client, make_case):
+    cases = [make_case(status=("succeeded", "failed", None, "pending")[n % 4]) for n in range(60)]
+    seen, url = [], reverse("worklist")
+    while url:
+        response = rad_client.get(url)
+        seen += case_ids(response)
+        link = next_link(response)
+        url = reverse("worklist") + link if link else None
+    assert sorted(seen) == sorted(case.pk for case in cases)
+    assert len(seen) == len(set(seen)) == 60
 
 
 def test_empty_worklist(rad_client):
@@ -138,3 +163,93 @@ def test_worklist_requires_login(client):
     response = client.get(reverse("worklist"))
     assert response.status_code == 302
     assert response["Location"] == f"{reverse('login')}?next=/"
+
+
+def row(response, case) -> str:
+    """The HTML of one case's row."""
+    found = re.search(
+        rf'<tr class="case-row[^"]*" data-case-id="{case.pk}">(.*?)</tr>', response.content.decode(), re.S
+    )
+    assert found, f"no row for case {case.pk}"
+    return found.group(1)
+
+
+def test_worklist_columns_a_reading_room_expects(rad_client, radiologist):
+    born = timezone.localdate() - timedelta(days=67 * 365 + 30)
+    patient = PatientFactory(department=radiologist.department, mrn="REC-2026-000123456", birth_date=born, sex="M")
+    case = CaseFactory(patient=patient, indication="Fever and cough after surgery.")
+    first = ImageFactory(case=case, uploaded_at=timezone.now() - timedelta(minutes=42, seconds=10))
+    ImageFactory(case=case)
+    withdrawn = ImageFactory(case=case)
+    withdrawn.withdrawn_at = timezone.now()
+    withdrawn.save()
+    PredictionFactory(job__image=first, top_label="pneumonia", top_probability=0.91)
+    cells = row(rad_client.get(reverse("worklist")), case)
+    assert '<td class="mono nowrap mrn">REC-2026-000123456</td>' in cells
+    assert "67 y / M" in cells
+    assert "Fever and cough after surgery." in cells
+    assert '<td class="num">2</td>' in cells  # the withdrawn image does not count
+    assert '<span class="finding">Pneumonia</span>' in cells
+    assert ">42 min</time>" in cells  # elapsed wait since the first upload, not a timestamp
+
+
+def test_infant_age_in_months_and_unknown_sex(rad_client, radiologist):
+    patient = PatientFactory(
+        department=radiologist.department, birth_date=timezone.localdate() - timedelta(days=250), sex="U"
+    )
+    case = CaseFactory(patient=patient)
+    assert "8 mo / —" in row(rad_client.get(reverse("worklist")), case)
+
+
+def test_signed_case_shows_the_radiologists_finding_first(rad_client, radiologist, make_case):
+    case = make_case(status="succeeded")  # AI: COVID-19 82 %
+    Report.objects.create(
+        case=case,
+        ai_label="covid",
+        ai_probability=0.82,
+        agrees_with_ai=False,
+        final_label="pneumonia",
+        impression="Lobar pneumonia.",
+        signed_by=radiologist,
+        signed_at=timezone.now() - timedelta(hours=3, minutes=5),
+    )
+    cells = row(rad_client.get(reverse("worklist")), case)
+    radiologist_finding = cells.index('<span class="finding signed-finding" title="Radiologist\'s finding">Pneumonia')
+    ai_finding = cells.index("AI: COVID-19 82.0 %")
+    assert radiologist_finding < ai_finding
+    assert "3 h 5 min ago" in cells
+
+
+def test_reading_filter_is_separate_from_the_job_status(rad_client, radiologist, make_case):
+    unsigned = make_case(status="succeeded")
+    signed = make_case(status="succeeded")
+    Report.objects.create(
+        case=signed, agrees_with_ai=True, final_label="covid", impression="Read.", signed_by=radiologist
+    )
+    failed = make_case(status="failed")
+    get = rad_client.get
+    assert set(case_ids(get(reverse("worklist"), {"reading": "unsigned"}))) == {unsigned.pk, failed.pk}
+    assert case_ids(get(reverse("worklist"), {"reading": "signed"})) == [signed.pk]
+    assert case_ids(get(reverse("worklist"), {"reading": "signed", "status": "succeeded"})) == [signed.pk]
+    assert case_ids(get(reverse("worklist"), {"reading": "unsigned", "status": "succeeded"})) == [unsigned.pk]
+    assert len(case_ids(get(reverse("worklist"), {"reading": ""}))) == 3
+    assert get(reverse("worklist"), {"reading": "maybe"}).status_code == 400
+
+
+def test_case_links_carry_the_worklist_filters(rad_client, make_case):
+    cases = [make_case(modality="ct", mrn=f"CT-{n}") for n in range(27)]
+    response = rad_client.get(reverse("worklist"), {"modality": "ct", "q": "CT-", "reading": "unsigned"})
+    query = "?q=CT-&amp;reading=unsigned&amp;modality=ct"
+    assertContains(response, f'href="{reverse("case_detail", args=[cases[-1].pk])}{query}"')
+    second = rad_client.get(reverse("worklist") + next_link(response))
+    # the cursor is a page position, not a filter: case links never carry it
+    assertContains(second, f'href="{reverse("case_detail", args=[cases[0].pk])}{query}"')
+    assert re.search(r'href="/cases/\d+/\?[^"]*cursor', second.content.decode()) is None
+
+
+def test_whole_row_is_one_keyboard_reachable_link(rad_client, make_case):
+    case = make_case()
+    cells = row(rad_client.get(reverse("worklist")), case)
+    # The row's one link to the case is a real <a> (Tab reaches it, Enter opens it), named for
+    # screen readers; the stylesheet stretches it over the row (tests/test_worklist_browser.py clicks a cell).
+    assert re.search(rf'<a class="row-link" href="/cases/{case.pk}/" aria-label="Open case {case.pk}, ', cells)

@@ -72,7 +72,7 @@ def test_worklist_triage_order(rad_client, make_case):
     assert case_ids(response) == [overdue.pk, covid.pk, pneumonia.pk, failed.pk, normal.pk, empty.pk, signed.pk]
     assertContains(response, "overdue</span>", count=1)
     assertContains(response, "signed</span>", count=1)
-    assertContains(response, "waiting since", count=5)
+    assertContains(response, 'class="wait"', count=5)  # the elapsed wait of each unsigned case with images
 
 
 def test_max_wait_is_a_setting(rad_client, make_case, settings):
