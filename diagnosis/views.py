@@ -21,6 +21,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.forms import add_service_errors
@@ -73,15 +74,29 @@ def _seconds(value) -> float | None:
 @login_required
 @require_GET
 def worklist(request: HttpRequest) -> HttpResponse:
+    """Cases in reading order, a keyset page at a time (`cursor`): a deep page costs what the first
+    does. Each case link carries the worklist's filters, so the case page's next/previous case
+    keeps them (selectors.worklist_neighbours)."""
     form = WorklistFilterForm(request.GET)
     form.is_valid()  # invalid filters are shown as errors and left out
-    cases = selectors.worklist(user=request.user, triage=True, **form.filters())
-    page = Paginator(cases, PAGE_SIZE).get_page(request.GET.get("page"))
-    filtered = any(value for key, value in request.GET.items() if key != "page")
+    cursor = None
+    if request.GET.get("cursor"):
+        try:
+            cursor = selectors.WorklistCursor.decode(request.GET["cursor"], keys=selectors.READING_ORDER)
+        except ValueError:
+            cursor = None  # a damaged or stale link: the first page, as a bad page number always did
+    now = cursor.now if cursor else timezone.now()
+    cases = selectors.worklist(user=request.user, triage=True, now=now, **form.filters())
+    page = selectors.keyset_page(cases, keys=selectors.READING_ORDER, size=PAGE_SIZE, cursor=cursor, now=now)
+    # Only the filters (valid or not) travel, in the form's order: on case links, page links.
+    filter_query = urlencode([(name, request.GET[name]) for name in form.fields if request.GET.get(name)])
     context = {
         "form": form,
         "page": page,
-        "filtered": filtered,
+        "count": cases.count(),
+        "filtered": bool(filter_query),
+        "filter_query": filter_query,
+        "now": timezone.now(),
         "max_wait_minutes": settings.XNET_TRIAGE_MAX_WAIT_MINUTES,
     }
     return render(request, "diagnosis/worklist.html", context, status=400 if form.errors else 200)
