@@ -42,6 +42,9 @@ def _on_requested(event: evt.Event) -> None:
             "DICOM association from unknown calling AE %r (%s) rejected", calling, event.assoc.requestor.address
         )
         event.assoc.acse.send_reject(REJECT_PERMANENT, SOURCE_SERVICE_USER, CALLING_AE_NOT_RECOGNISED)
+        # As pynetdicom's own rejections do: wait until the DUL has sent the A-ASSOCIATE-RJ, or
+        # the socket closes first and the peer sees an abort instead of the rejection.
+        event.assoc.kill()
         connection.close()
         return
     event.assoc.xnet_node_id = node.pk

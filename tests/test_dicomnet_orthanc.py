@@ -9,6 +9,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation, MRImage
 
 from diagnosis.models import Case, Image, InferenceJob, Patient
 from dicomnet.models import Delivery, DicomNode, IntakeEvent, ReceivedInstance, StudyLink
+from reviews.services import report_sign
 from tests.conftest import RESOURCES
 from tests.dicom_files import UID_ROOT, make_dicom, pydicom_file
 from tests.orthanc import Orthanc
@@ -171,7 +173,7 @@ def _sent(case: Case, count: int) -> list[Delivery] | None:
 
 
 def test_study_from_orthanc_is_classified_and_results_come_back(
-    installed_models, orthanc, node, workers, department, listener
+    installed_models, orthanc, node, workers, department, listener, radiologist
 ):
     worker = workers.start(env=WORKER_ENV)
     study_uid, series_uid = generate_uid(UID_ROOT), generate_uid(UID_ROOT)
@@ -248,6 +250,25 @@ def test_study_from_orthanc_is_classified_and_results_come_back(
             yellow = (banner[..., 0] > 200) & (banner[..., 1] > 200) & (banner[..., 2] < 60)
             assert yellow.sum() > 50
 
+    # Sign-off: the signed report goes to the same study as Encapsulated PDF.
+    report_sign(case=case, signed_by=radiologist, agrees_with_ai=True, impression="Clear lungs (test).")
+    [pdf_delivery] = wait_for(
+        lambda: (d := list(Delivery.objects.filter(case=case, kind="pdf", status="sent"))) and d,
+        timeout=60,
+        what="the PDF delivery",
+        log=worker.log,
+    )
+    pdf_id = next(
+        i["ID"]
+        for i in orthanc.instances_in_study(study_uid)
+        if i["MainDicomTags"]["SOPInstanceUID"] == pdf_delivery.sop_instance_uid
+    )
+    encapsulated = pydicom.dcmread(io.BytesIO(orthanc.instance_file(pdf_id)))
+    assert encapsulated.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"
+    assert encapsulated.MIMETypeOfEncapsulatedDocument == "application/pdf"
+    assert bytes(encapsulated.EncapsulatedDocument).startswith(b"%PDF")
+    assert (encapsulated.StudyInstanceUID, encapsulated.PatientID) == (study_uid, "PACS-77")
+
     # A re-sent study creates nothing new.
     counts = (Case.objects.count(), Patient.objects.count(), Image.objects.count(), InferenceJob.objects.count())
     orthanc.store_to_xnet(ids)
@@ -258,7 +279,7 @@ def test_study_from_orthanc_is_classified_and_results_come_back(
         InferenceJob.objects.count(),
     ) == counts
     assert IntakeEvent.objects.filter(outcome="duplicate").count() == 2
-    assert Delivery.objects.count() == 4
+    assert Delivery.objects.count() == 5
 
 
 def test_unknown_calling_ae_is_rejected(orthanc, department, listener):
@@ -314,3 +335,38 @@ def test_non_chest_instance_is_refused_with_a_failure_status(orthanc, node, depa
             ]
         )
     assert "refused" in listener.log()
+
+
+def test_orthanc_down_during_delivery_then_up_gets_each_object_once(
+    installed_models, orthanc, node, workers, department, listener
+):
+    worker = workers.start(env={**WORKER_ENV, "XNET_DICOM_DELIVERY_ATTEMPTS": "40"})
+    study_uid = generate_uid(UID_ROOT)
+    orthanc.store_to_xnet([orthanc.upload(chest_instance(study_uid, generate_uid(UID_ROOT)))])
+    case = StudyLink.objects.get(study_instance_uid=study_uid).case
+    orthanc.stop()  # the PACS goes down before the result is back
+
+    def retrying() -> list[Delivery] | None:
+        deliveries = list(Delivery.objects.filter(case=case))
+        return deliveries if len(deliveries) == 2 and all(d.attempts >= 2 for d in deliveries) else None
+
+    down = wait_for(retrying, timeout=JOB_TIMEOUT + 30, what="failed attempts while Orthanc is down", log=worker.log)
+    assert all(d.status in ("retrying", "sending") for d in down)
+    assert all("no DICOM association" in d.last_error for d in down if d.status == "retrying")
+
+    orthanc.start()
+    sent = wait_for(lambda: _sent(case, 2), timeout=60, what="deliveries after Orthanc came back", log=worker.log)
+    in_pacs = orthanc.instances_in_study(study_uid)
+    uids = [i["MainDicomTags"]["SOPInstanceUID"] for i in in_pacs]
+    for delivery in sent:
+        assert uids.count(delivery.sop_instance_uid) == 1
+    # Orthanc's change log: each object arrived once (a second store would log it again).
+    changes = orthanc.get("/changes?limit=1000")["Changes"]
+    new_instances = [c for c in changes if c["ChangeType"] == "NewInstance"]
+    assert len(new_instances) == 1 + 2  # the source instance and the two results
+    attempts_before = {d.pk: d.attempts for d in sent}
+    # Nothing is sent again later (the retries stop once sent).
+    time.sleep(3)
+    assert {d.pk: d.attempts for d in Delivery.objects.filter(case=case)} == attempts_before
+    later = [c for c in orthanc.get("/changes?limit=1000")["Changes"] if c["ChangeType"] == "NewInstance"]
+    assert len(later) == len(new_instances)
