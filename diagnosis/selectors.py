@@ -81,11 +81,8 @@ def prediction_list_for_user(*, user: User) -> QuerySet[Prediction]:
 
 
 def _shown_jobs(**filters) -> QuerySet[InferenceJob]:
-    """Jobs whose result the worklist may show: of a current image, by a model assistive in the
-    case's department (issue 12: silent models' results are stored for validation only)."""
-    from diagnosis.model_status import assistive_q  # imports diagnosis.models, like this module
-
-    return InferenceJob.objects.filter(assistive_q(), image__withdrawn_at__isnull=True, **filters)
+    """Jobs whose result the worklist may show: shown_jobs() of a current image."""
+    return shown_jobs().filter(image__withdrawn_at__isnull=True, **filters)
 
 
 def _latest_job(field: str) -> Subquery:

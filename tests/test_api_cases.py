@@ -187,3 +187,61 @@ def test_unknown_case_is_404(api):
     response = api.get("/api/v1/cases/424242/")
     assert response.status_code == 404
     assert response.json() == {"error": {"status": 404, "code": "not_found", "message": "Not found.", "fields": {}}}
+
+
+def test_list_pages_by_cursor_return_every_case_once_newest_first(api, patient):
+    same_time = timezone.now() - timedelta(hours=1)
+    cases = [
+        _case(patient, created_at=same_time if n % 3 else timezone.now() - timedelta(minutes=n)) for n in range(53)
+    ]
+    expected = [c.pk for c in sorted(cases, key=lambda c: (c.created_at, c.pk), reverse=True)]
+    first = api.get("/api/v1/cases/").json()
+    assert first["count"] == 53
+    assert first["previous"] is None
+    assert "cursor=" in first["next"]
+    assert "page=" not in first["next"]
+    second = api.get(first["next"]).json()
+    assert second["next"] is None
+    assert second["count"] == 53
+    assert [c["id"] for c in first["results"] + second["results"]] == expected  # in order, once each
+    back = api.get(second["previous"]).json()
+    assert [c["id"] for c in back["results"]] == expected[:50]
+    # page numbers still answer, with page-number links
+    by_number = api.get("/api/v1/cases/?page=2").json()
+    assert [c["id"] for c in by_number["results"]] == expected[50:]
+    assert by_number["previous"].endswith("/api/v1/cases/")  # page 1, as DRF writes it
+
+
+def test_cursor_keeps_the_filters(api, patient):
+    for n in range(120):
+        _case(patient, modality="ct" if n % 2 else "xray")
+    first = api.get("/api/v1/cases/?modality=ct").json()
+    assert "modality=ct" in first["next"]
+    second = api.get(first["next"]).json()
+    assert first["count"] == 60
+    assert len(first["results"]) + len(second["results"]) == 60
+    assert {c["modality"] for c in first["results"] + second["results"]} == {"ct"}
+
+
+@pytest.mark.parametrize(
+    "query", ["cursor=abc", "cursor=", "cursor=e30", "page=1&cursor=eyJuIjoxfQ", "cursor=a&cursor=b"]
+)
+def test_bad_cursor_is_400(api, query):
+    response = api.get(f"/api/v1/cases/?{query}")
+    assert response.status_code == 400
+    assert "cursor" in response.content.decode()  # the error names the parameter
+
+
+def test_list_columns_of_a_reading_room(api, patient):
+    case = _case(patient)
+    ImageFactory(case=case)
+    withdrawn = ImageFactory(case=case)
+    withdrawn.withdrawn_at = timezone.now()
+    withdrawn.save()
+    [row] = api.get("/api/v1/cases/").json()["results"]
+    assert row["image_count"] == 1
+    assert row["patient_sex"] == patient.sex
+    assert row["patient_birth_date"] == (patient.birth_date.isoformat() if patient.birth_date else None)
+    assert row["waiting_since"] is not None
+    detail = api.get(f"/api/v1/cases/{case.pk}/").json()
+    assert detail["image_count"] == 1

@@ -80,6 +80,8 @@ class PatientFilter(ListParameters):
 
 
 class CaseFilter(ListParameters):
+    also_accepted = ("page", "cursor", "format")  # `cursor`: diagnosis.api.pagination.CaseListPagination
+
     status = serializers.ChoiceField(
         choices=CASE_STATUSES, required=False, help_text="Status of the case's latest job; `none`: no upload yet."
     )

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from django.core.paginator import InvalidPage
+from django.utils import timezone
 from rest_framework import pagination, serializers
 from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+from diagnosis import selectors
 
 
 class PageNumberPagination(pagination.PageNumberPagination):
@@ -46,4 +51,75 @@ class PageNumberPagination(pagination.PageNumberPagination):
             if parameter["name"] == self.page_query_param:
                 parameter["schema"]["minimum"] = 1
                 parameter["description"] = "A page number from 1; past the last page the answer is 404."
+        return parameters
+
+
+class CaseListPagination(PageNumberPagination):
+    """The case list: keyset pages by default, page numbers still answered.
+
+    Without `page`, a page is read with a keyset condition on (created_at, id) instead of OFFSET,
+    and `next` / `previous` carry an opaque `cursor`: page 200 costs what page 1 does (OFFSET made
+    the database build and drop every earlier row). `page=N` answers as before, for clients that
+    ask for a page by number. `count` is in every answer.
+    """
+
+    cursor_query_param = "cursor"
+
+    def paginate_queryset(self, queryset, request, view=None) -> list | None:
+        token = request.query_params.get(self.cursor_query_param)
+        if self.page_query_param in request.query_params:
+            if token is not None:
+                message = "Give either page or cursor, not both."
+                raise serializers.ValidationError({self.cursor_query_param: [message]})
+            self.keyset = None
+            return super().paginate_queryset(queryset, request, view)
+        cursor = None
+        if token is not None:
+            try:
+                cursor = selectors.WorklistCursor.decode(token, keys=selectors.NEWEST_FIRST)
+            except ValueError:
+                message = "Not a valid cursor: follow the next and previous links of an earlier answer."
+                raise serializers.ValidationError({self.cursor_query_param: [message]}) from None
+        self.request = request
+        self.count = queryset.count()
+        self.keyset = selectors.keyset_page(
+            queryset, keys=selectors.NEWEST_FIRST, size=self.get_page_size(request), cursor=cursor, now=timezone.now()
+        )
+        return self.keyset.object_list
+
+    def _cursor_link(self, token: str | None) -> str | None:
+        if token is None:
+            return None
+        url = remove_query_param(self.request.build_absolute_uri(), self.page_query_param)
+        return replace_query_param(url, self.cursor_query_param, token)
+
+    def get_paginated_response(self, data) -> Response:
+        if self.keyset is None:
+            return super().get_paginated_response(data)
+        return Response(
+            {
+                "count": self.count,
+                "next": self._cursor_link(self.keyset.next_cursor),
+                "previous": self._cursor_link(self.keyset.previous_cursor),
+                "results": data,
+            }
+        )
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["description"] = (
+                    "A page number from 1 (past the last page: 404). Without it, pages are read by "
+                    "`cursor`: follow `next` and `previous`, which are faster on deep pages."
+                )
+        parameters.append(
+            {
+                "name": self.cursor_query_param,
+                "required": False,
+                "in": "query",
+                "description": "An opaque page position from an earlier answer's `next` or `previous` link.",
+                "schema": {"type": "string"},
+            }
+        )
         return parameters

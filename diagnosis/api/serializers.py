@@ -461,6 +461,12 @@ class CaseSerializer(serializers.ModelSerializer):
     top_label = serializers.SerializerMethodField(help_text="Top finding of the latest job, once it succeeded.")
     top_probability = serializers.SerializerMethodField()
     report = serializers.SerializerMethodField(help_text="The signed report in brief; null until the case is signed.")
+    patient_sex = serializers.CharField(source="patient.sex", read_only=True, help_text="F, M, O or U (unknown).")
+    patient_birth_date = serializers.DateField(source="patient.birth_date", read_only=True, allow_null=True)
+    image_count = serializers.SerializerMethodField(help_text="Images of the case (withdrawn ones not counted).")
+    waiting_since = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="The first upload: the case waits for reading from then."
+    )
 
     class Meta:
         model = Case
@@ -470,16 +476,26 @@ class CaseSerializer(serializers.ModelSerializer):
             "patient",
             "patient_mrn",
             "patient_name",
+            "patient_sex",
+            "patient_birth_date",
             "modality",
             "indication",
             "created_by",
             "created_at",
+            "image_count",
+            "waiting_since",
             "status",
             "top_label",
             "top_probability",
             "report",
         ]
         read_only_fields = fields
+
+    def get_image_count(self, case: Case) -> int:
+        # The list counts in the worklist query; the detail counts the images it prefetched.
+        if hasattr(case, "image_count"):
+            return case.image_count or 0
+        return len(case.images.all())
 
     @extend_schema_field(ReportSummarySerializer(allow_null=True))
     def get_report(self, case: Case) -> dict | None:

@@ -27,6 +27,7 @@ from rest_framework.response import Response
 from diagnosis import downloads, selectors, services
 from diagnosis.api import serializers as s
 from diagnosis.api.filters import CaseFilter, PatientFilter, QueryParameters
+from diagnosis.api.pagination import CaseListPagination
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
 from ml.registry import ModelSpec, installed_models
 
@@ -139,9 +140,13 @@ class PatientDetailView(KnownQueryParameters, generics.RetrieveAPIView):
     post=extend_schema(request=s.CaseCreateSerializer, responses={201: s.CaseDetailSerializer, **LIST_ERRORS}),
 )
 class CaseListView(KnownQueryParameters, generics.ListCreateAPIView):
-    """Your department's cases, newest first, each with its latest job's status and finding."""
+    """Your department's cases, newest first, each with its latest job's status and finding.
+
+    Pages: follow `next` and `previous` (keyset cursors: a deep page costs what the first does);
+    `page=N` still answers by number."""
 
     serializer_class = s.CaseSerializer
+    pagination_class = CaseListPagination
 
     def get_query_parameters_class(self) -> type[QueryParameters]:
         return CaseFilter if self.request.method in LIST_METHODS else QueryParameters
