@@ -379,11 +379,14 @@ def deployment_evidence(*, deployment: ModelDeployment, label: str | None = None
     )
 
 
-def result_evidence(*, department_id: int, model_name: str, model_version: str, label: str | None = None):
+def result_evidence(
+    *, department_id: int, model_name: str, model_version: str, label: str | None = None, use_cache: bool = True
+):
     """The evidence line of a shown result (a job of an assistive version), or None when the
-    version is not assistive in the department (then the result must not be shown at all)."""
+    version is not assistive in the department (then the result must not be shown at all).
+    use_cache=False: computed now (a report records the line as it was when signed)."""
     key = _evidence_key(department_id, model_name, model_version)
-    facts = cache.get(key)
+    facts = cache.get(key) if use_cache else None
     if facts is None or facts.get("status") != Status.ASSISTIVE:
         deployment = ModelDeployment.objects.filter(
             department_id=department_id, model_name=model_name, model_version=model_version
@@ -391,7 +394,8 @@ def result_evidence(*, department_id: int, model_name: str, model_version: str, 
         if deployment is None or deployment.status != Status.ASSISTIVE:
             return None
         facts = _evidence_facts(deployment)
-        cache.set(key, facts, EVIDENCE_TTL)
+        if use_cache:
+            cache.set(key, facts, EVIDENCE_TTL)
     return Evidence(
         status=facts["status"],
         since=facts["since"],
@@ -401,7 +405,7 @@ def result_evidence(*, department_id: int, model_name: str, model_version: str, 
     )
 
 
-def job_evidence(job: InferenceJob) -> Evidence | None:
+def job_evidence(job: InferenceJob, *, use_cache: bool = True) -> Evidence | None:
     """result_evidence for a job (its image, case and patient loaded, as selectors load them)."""
     if not job.model_name:
         return None
@@ -411,4 +415,5 @@ def job_evidence(job: InferenceJob) -> Evidence | None:
         model_name=job.model_name,
         model_version=job.model_version,
         label=prediction.top_label if prediction is not None else None,
+        use_cache=use_cache,
     )

@@ -109,7 +109,8 @@ def ai_results(*, case: Case) -> list[dict]:
 
 
 def _evidence_text(job: InferenceJob | None) -> str:
-    evidence = job_evidence(job) if job is not None else None
+    # Computed now, not from the page's cache: the report keeps the line as it was when signed.
+    evidence = job_evidence(job, use_cache=False) if job is not None else None
     return evidence.text if evidence is not None else ""
 
 
