@@ -78,3 +78,11 @@ def silence_warnings(*, now: datetime | None = None) -> list[Warning]:
                 )
             )
     return warnings
+
+
+def live_workers(*, queue: str, now: datetime | None = None) -> list[Heartbeat]:
+    """The workers consuming `queue` that beat recently, with when each process started."""
+    now = now or timezone.now()
+    alive_since = now - timedelta(seconds=settings.XNET_WORKER_LOST_AFTER)
+    beating = Heartbeat.objects.filter(kind=Heartbeat.Kind.WORKER, last_seen__gte=alive_since)
+    return [heartbeat for heartbeat in beating if queue in heartbeat.queues]

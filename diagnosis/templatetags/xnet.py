@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django import template
 
+from diagnosis.warmup import LOADING_NOTE, first_after_start
 from ml.labels import display_name
 
 register = template.Library()
@@ -69,3 +70,9 @@ def no_model_message(image) -> str:
             "became assistive): read it without AI support."
         )
     return no_validated_model_message(modality)
+
+
+@register.filter
+def loading_note(job) -> str:
+    """ "Loading the model ..." for a waiting job that is its workers' first since they started."""
+    return LOADING_NOTE if job is not None and first_after_start(job) else ""
