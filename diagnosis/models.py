@@ -422,10 +422,16 @@ class ModelStartingStatus(models.Model):
     class Meta:
         verbose_name_plural = "model starting statuses"
         constraints = [
+            # Two partial indexes rather than nulls_distinct=False, which SQLite (command 1) lacks.
             models.UniqueConstraint(
                 fields=["model_name", "model_version", "department"],
+                condition=models.Q(department__isnull=False),
                 name="unique_starting_status_per_department",
-                nulls_distinct=False,
+            ),
+            models.UniqueConstraint(
+                fields=["model_name", "model_version"],
+                condition=models.Q(department__isnull=True),
+                name="unique_starting_status_everywhere",
             ),
         ]
 
