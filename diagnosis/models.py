@@ -90,6 +90,8 @@ class Case(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The API's case list reads newest first by keyset on (created_at, id): one index walk.
+        indexes = [models.Index(fields=["-created_at", "-id"], name="case_newest_first")]
 
     def __str__(self) -> str:
         return f"Case {self.pk} ({self.get_modality_display()})"
@@ -291,7 +293,11 @@ class InferenceJob(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["status", "queued_at"])]
+        indexes = [
+            models.Index(fields=["status", "queued_at"]),
+            # The worklist's "latest job of an image / of a case" (status, finding, status filter).
+            models.Index(fields=["image", "-created_at", "-id"], name="job_latest_per_image"),
+        ]
         constraints = [
             # Exactly one result per model per image (issue 12): a second succeeded job of the same
             # model for the same image is refused, so the worker cannot store a duplicate prediction.
