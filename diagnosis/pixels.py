@@ -19,6 +19,10 @@ from diagnosis.dicom import modality_values_png
 from diagnosis.models import Image
 
 
+class NoModalityValues(Exception):
+    """A PNG or JPEG upload: its 8 bits are all there is, and the viewer windows those."""
+
+
 def _storage(image: Image) -> Storage:
     return image.file.storage
 
@@ -30,12 +34,12 @@ def pixels_name(image: Image) -> str:
 def pixels16_open(*, image: Image) -> BinaryIO:
     """The 16-bit PNG of a DICOM image's modality values, rendered and stored on first use.
 
-    Raises ValueError for a PNG or JPEG upload (its 8 bits are all there is) and
+    Raises NoModalityValues for a PNG or JPEG upload (its 8 bits are all there is) and
     FileNotFoundError when the original DICOM is gone. Two first requests at once both render;
     the storage keeps one file (the second save gets its own name and is removed).
     """
     if image.format != Image.Format.DICOM:
-        raise ValueError(f"image {image.pk} is a {image.format}, not a DICOM")
+        raise NoModalityValues(f"image {image.pk} is a {image.format}, not a DICOM")
     storage, name = _storage(image), pixels_name(image)
     if not storage.exists(name):
         if not image.file:

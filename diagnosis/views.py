@@ -438,7 +438,7 @@ def image_pixels(request: HttpRequest, image_id: int) -> FileResponse:
     image = get_object_or_404(selectors.image_list_for_user(user=request.user), pk=image_id)
     try:
         handle = pixels.pixels16_open(image=image)
-    except ValueError:
+    except pixels.NoModalityValues:
         raise Http404("Only DICOM images have modality values; this one windows its 8 bits.") from None
     except FileNotFoundError:
         raise Http404("The image file is missing.") from None

@@ -123,10 +123,11 @@ def test_login_upload_and_see_the_result(
     job = InferenceJob.objects.get(image__case=case)
     block = browser.find_element(By.ID, f"image-{job.image_id}")
     assert block.find_element(By.CSS_SELECTOR, ".job-status").text in {"pending", "running"}
-    img = block.find_element(By.CSS_SELECTOR, "img")
-    # The image streams from an authenticated view: wait for it to load, then check its size.
-    wait.until(lambda driver: driver.execute_script("return arguments[0].complete", img))
-    assert browser.execute_script("return arguments[0].naturalWidth", img) == 224
+    # The image streams from an authenticated view into the viewer (static/js/viewer.js): wait
+    # until its pixels are in, then check the viewport holds the whole upload.
+    wait.until(lambda driver: block.find_element(By.CSS_SELECTOR, ".viewer").get_attribute("data-ready") == "true")
+    canvas = block.find_element(By.CSS_SELECTOR, ".viewer-canvas")
+    assert browser.execute_script("return [arguments[0].width, arguments[0].height]", canvas) == [224, 224]
 
     # The worker's part, in this process; the page's polling must show the outcome.
     services.job_run(job_id=job.pk)

@@ -1,5 +1,6 @@
-"""In a real browser: the heatmap arrives with the polled result, lies exactly over the image, and
-its opacity slider and on/off toggle work (also on the block swapped in by the polling)."""
+"""In a real browser: the heatmap arrives with the polled result, lies exactly over the image in the
+viewer's viewport, and its opacity slider and on/off toggle work (also on the block swapped in by
+the polling)."""
 
 from __future__ import annotations
 
@@ -37,13 +38,15 @@ def test_heatmap_overlay_controls(browser, live_server, radiologist, installed_m
 
     services.job_run(job_id=job.pk)  # the worker's part; the page's polling brings the result in
     block = f"#image-{job.image_id}"
-    overlay = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"{block} .heatmap-overlay")))
-    base = browser.find_element(By.CSS_SELECTOR, f"{block} .heatmap-base")
+    # Drawn over the viewer's own viewport (static/js/viewer.js), not over a second copy.
+    overlay = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"{block} .viewer-heatmap")))
+    base = browser.find_element(By.CSS_SELECTOR, f"{block} .viewer-canvas")
     loaded = "return arguments[0].complete && arguments[0].naturalWidth"
     wait.until(lambda driver: driver.execute_script(loaded, overlay))
     assert browser.execute_script("return arguments[0].naturalWidth", overlay) == 64  # the model input
     # Stretched exactly over the shown image, as preprocessing stretched the image to the input.
     assert overlay.rect == base.rect
+    assert base.rect["width"] > 300  # the viewport shows the image large, not a thumbnail
     assert overlay.value_of_css_property("opacity") == "0.5"
 
     slider = browser.find_element(By.CSS_SELECTOR, f"{block} .heatmap-opacity")

@@ -73,16 +73,24 @@
   }
 
   // The sign-off form was rendered before the AI result existed: replace it with the fresh one,
-  // unless the radiologist has already typed or chosen something in it.
+  // unless the radiologist has changed something in it since the page loaded (a choice the form
+  // made itself, such as "override" when there was no AI result, does not count).
+  function formState(section) {
+    if (!section) {
+      return null;
+    }
+    return Array.prototype.map.call(section.querySelectorAll("textarea, input, select"), function (field) {
+      return field.name + "=" + ((field.type === "radio" || field.type === "checkbox") ? field.checked : field.value);
+    }).join("&");
+  }
+  var signoffAsLoaded = formState(document.getElementById("report"));
+
   function refreshSignoff(html) {
     var section = document.getElementById("report");
     if (!html || !section) {
       return;
     }
-    var touched = Array.prototype.some.call(section.querySelectorAll("textarea, input[type=text]"), function (field) {
-      return field.value.trim() !== "";
-    }) || section.querySelector("input[type=radio]:checked") !== null;
-    if (!touched) {
+    if (formState(section) === signoffAsLoaded) {
       section.outerHTML = html;
     }
   }

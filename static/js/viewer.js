@@ -136,6 +136,9 @@
   };
 
   Viewport.prototype.defaultWindow = function () {
+    if (!this.isDicom) {
+      return { center: 128, width: 256 }; // the stored 8 bits as they are (value v shows as v)
+    }
     var center = parseFloat(this.data.windowCenter), width = parseFloat(this.data.windowWidth);
     if (isFinite(center) && isFinite(width) && width > 0) {
       return { center: center, width: width };
@@ -213,6 +216,9 @@
       self.preset = "default";
       self.ready = true;
       self.render();
+      // The windowed canvas covers the image: hide OpenSeadragon's own 8-bit drawing, whose
+      // edge would otherwise show past the canvas's by a fraction of a pixel.
+      self.item.setOpacity(0);
       self.root.dataset.ready = "true";
     }).catch(function (error) {
       // The 8-bit image OpenSeadragon drew stays; only window/level is unavailable.
@@ -243,8 +249,8 @@
       out[i] = lut[values[i]];
     }
     this.context.putImageData(this.imageData, 0, 0);
-    this.root.dataset.windowCenter = String(Math.round(center * 10) / 10);
-    this.root.dataset.windowWidth = String(Math.round(width * 10) / 10);
+    this.root.dataset.shownCenter = String(Math.round(center * 10) / 10);
+    this.root.dataset.shownWidth = String(Math.round(width * 10) / 10);
     this.showReadout();
   };
 
@@ -403,7 +409,8 @@
       return;
     }
     this.heatmap.style.opacity = String(opacity);
-    this.heatmap.classList.toggle("hidden", !visible);
+    // Visibility, not display: OpenSeadragon sets an overlay's display itself.
+    this.heatmap.style.visibility = visible ? "visible" : "hidden";
     this.root.dataset.heatmap = visible ? "shown" : "hidden";
   };
 
@@ -590,7 +597,8 @@
     if (field) { field.focus(); }
   }
 
-  document.addEventListener("keydown", function (event) {
+  // Capture phase: OpenSeadragon's canvas keeps key events it sees for itself.
+  window.addEventListener("keydown", function (event) {
     var target = event.target;
     if (event.ctrlKey || event.metaKey || event.altKey) {
       return;
@@ -637,7 +645,7 @@
     if (handled) {
       event.preventDefault();
     }
-  });
+  }, true);
 
   window.xnetReader = { show: show, viewport: function () { return viewportOf(cards[active]); } };
   show(0);
