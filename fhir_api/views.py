@@ -81,6 +81,7 @@ def fhir_exception_handler(exc: Exception, context: dict) -> Response:
 
 
 class FhirView(APIView):
+    schema = None  # not in the REST API's OpenAPI schema: FHIR defines these interactions itself
     renderer_classes = [FhirJSONRenderer]
     content_negotiation_class = AnyAccept
     parser_classes: list = []

@@ -27,6 +27,8 @@ API_PATHS = {
     "/api/v1/cases/{id}/report/addenda/": {"post"},
     "/api/v1/cases/{id}/report.pdf": {"get"},
     "/api/v1/model-statuses/": {"get"},  # modelops
+    "/api/v1/webhooks/subscriptions/": {"get"},  # webhooks
+    "/api/v1/webhooks/deliveries/": {"get"},  # webhooks
     "/api/v1/dicom/deliveries/": {"get"},  # dicomnet
     "/api/v1/dicom/deliveries/{id}/resend/": {"post"},  # dicomnet
 }

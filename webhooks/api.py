@@ -29,7 +29,7 @@ class IsDepartmentAdmin(BasePermission):
         return bool(request.user and request.user.is_authenticated and request.user.is_department_admin)
 
 
-class SubscriptionSerializer(serializers.ModelSerializer):
+class WebhookSubscriptionSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username", read_only=True)
     events = serializers.ListField(child=serializers.CharField(), read_only=True)
 
@@ -39,7 +39,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DeliverySerializer(serializers.ModelSerializer):
+class WebhookDeliverySerializer(serializers.ModelSerializer):
     subscription_url = serializers.CharField(source="subscription.url", read_only=True)
 
     class Meta:
@@ -69,21 +69,21 @@ class AdminListView(KnownQueryParameters, generics.ListAPIView):
         return ListParameters
 
 
-@extend_schema_view(get=extend_schema(responses={200: SubscriptionSerializer(many=True), **LIST_ERRORS}))
+@extend_schema_view(get=extend_schema(responses={200: WebhookSubscriptionSerializer(many=True), **LIST_ERRORS}))
 class SubscriptionListView(AdminListView):
     """Your department's webhooks, newest first (department admins only; never the secret)."""
 
-    serializer_class = SubscriptionSerializer
+    serializer_class = WebhookSubscriptionSerializer
 
     def get_queryset(self) -> QuerySet[Subscription]:
         return selectors.subscription_list_for_admin(user=self.request.user)
 
 
-@extend_schema_view(get=extend_schema(responses={200: DeliverySerializer(many=True), **LIST_ERRORS}))
+@extend_schema_view(get=extend_schema(responses={200: WebhookDeliverySerializer(many=True), **LIST_ERRORS}))
 class DeliveryListView(AdminListView):
     """Your department's webhook deliveries, newest first: status, attempts, last answer."""
 
-    serializer_class = DeliverySerializer
+    serializer_class = WebhookDeliverySerializer
 
     def get_queryset(self) -> QuerySet[Delivery]:
         return selectors.delivery_list_for_admin(user=self.request.user)
