@@ -30,12 +30,23 @@ PATIENTS = 2500
 WARM_UP = 3
 
 
+INDICATIONS = ["Cough and fever.", "Shortness of breath.", "Pre-operative chest film.", "Chest pain.", ""]
+LABELS = ["normal", "pneumonia", "covid", "tuberculosis"]
+
+
 def fill(department, user, target: int) -> int:
-    """Top the department up to `target` cases; returns how many were created."""
+    """Top the department up to `target` cases; returns how many were created.
+
+    Like a live department: patients with birth dates and sex, one or two images per case, the
+    reading order stored on each case as Case.refresh_reading_order keeps it (first upload, the
+    leading finding), and the cases older than three days signed (reviews.Report), so the
+    worklist has signed and unsigned cases in every tier.
+    """
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
+    from diagnosis.models import NEGATIVE_FINDINGS, Case, Image, InferenceJob, Modality, Patient, Prediction
+    from reviews.models import Report
 
     existing = Case.objects.filter(patient__department=department).count()
     missing = target - existing
@@ -44,11 +55,28 @@ def fill(department, user, target: int) -> int:
     rng = random.Random(existing)
     now = timezone.now()
     with transaction.atomic():
+        # The benchmark models are assistive in the department (issue 12): the worklist shows them.
+        from diagnosis.models import ModelDeployment
+
+        for modality in Modality.values:
+            ModelDeployment.objects.get_or_create(
+                department=department,
+                model_name=f"{modality}-bench",
+                model_version="1.0.0",
+                defaults={"modality": modality, "status": ModelDeployment.Status.ASSISTIVE},
+            )
         patients = list(Patient.objects.filter(department=department))
         if len(patients) < PATIENTS:
             first = len(patients)
             patients += Patient.objects.bulk_create(
-                Patient(department=department, mrn=f"BW{n:07d}", name=f"Patient {n:05d}", created_by=user)
+                Patient(
+                    department=department,
+                    mrn=f"BW{n:07d}",
+                    name=f"Patient {n:05d}",
+                    birth_date=(now - timedelta(days=rng.uniform(365, 95 * 365))).date(),
+                    sex=rng.choice("FMFMU"),
+                    created_by=user,
+                )
                 for n in range(first, PATIENTS)
             )
         cases = Case.objects.bulk_create(
@@ -56,7 +84,7 @@ def fill(department, user, target: int) -> int:
                 Case(
                     patient=rng.choice(patients),
                     modality=Modality.XRAY if rng.random() < 0.8 else Modality.CT,
-                    indication="Cough and fever.",
+                    indication=rng.choice(INDICATIONS),
                     created_by=user,
                     created_at=now - timedelta(minutes=rng.uniform(0, 365 * 24 * 60)),
                 )
@@ -69,18 +97,20 @@ def fill(department, user, target: int) -> int:
             (
                 Image(
                     case=case,
+                    position=position,
                     modality=case.modality,
-                    file=f"images/bench/{case.pk}.png",
+                    file=f"images/bench/{case.pk}-{position}.png",
                     original_name="chest.png",
-                    sha256=f"{case.pk:064x}",
+                    sha256=f"{case.pk:060x}{position:04x}",
                     size_bytes=500_000,
                     width=1024,
                     height=1024,
                     format=Image.Format.PNG,
                     uploaded_by=user,
-                    uploaded_at=case.created_at,
+                    uploaded_at=case.created_at + timedelta(seconds=position),
                 )
                 for case in with_images
+                for position in range(1, 2 if rng.random() < 0.7 else 3)
             ),
             batch_size=2000,
         )
@@ -95,7 +125,7 @@ def fill(department, user, target: int) -> int:
                     image=image,
                     status=status,
                     attempt=0 if status == InferenceJob.Status.PENDING else 1,
-                    model_name="xray-bench",
+                    model_name=f"{image.modality}-bench",
                     model_version="1.0.0",
                     error_message="The model could not process this image." if status == "failed" else "",
                     created_at=image.uploaded_at,
@@ -107,21 +137,58 @@ def fill(department, user, target: int) -> int:
             ),
             batch_size=2000,
         )
-        Prediction.objects.bulk_create(
-            (
+        predictions = []
+        for job in jobs:
+            if job.status != InferenceJob.Status.SUCCEEDED:
+                continue
+            label = rng.choice(LABELS)
+            top = rng.uniform(0.4, 0.99)
+            rest = [other for other in LABELS if other != label]
+            probabilities = {label: top, **{other: (1 - top) / len(rest) for other in rest}}
+            predictions.append(
                 Prediction(
                     job=job,
-                    probabilities={"normal": 0.1, "pneumonia": 0.7, "covid": 0.15, "tuberculosis": 0.05},
-                    top_label="pneumonia",
-                    top_probability=0.7,
+                    probabilities=probabilities,
+                    top_label=label,
+                    top_probability=top,
                     model_name=job.model_name,
                     model_version=job.model_version,
                 )
-                for job in jobs
-                if job.status == InferenceJob.Status.SUCCEEDED
-            ),
-            batch_size=2000,
-        )
+            )
+        Prediction.objects.bulk_create(predictions, batch_size=2000)
+        # The stored reading order (what Case.refresh_reading_order computes, in bulk).
+        by_case: dict[int, list] = {}
+        for prediction in predictions:
+            by_case.setdefault(prediction.job.image.case_id, []).append(prediction)
+        first_upload = {}
+        for image in images:
+            first_upload.setdefault(image.case_id, image.uploaded_at)
+        reports = []
+        for case in with_images:
+            case.waiting_since = first_upload[case.pk]
+            found = by_case.get(case.pk, [])
+            lead = max(found, key=lambda p: (p.top_label not in NEGATIVE_FINDINGS, p.top_probability), default=None)
+            case.lead_label = lead.top_label if lead else ""
+            case.lead_probability = lead.top_probability if lead else None
+            if case.created_at < now - timedelta(days=3) and rng.random() < 0.9:
+                final = case.lead_label if case.lead_label and rng.random() < 0.85 else rng.choice(LABELS)
+                reports.append(
+                    Report(
+                        case=case,
+                        ai_job=lead.job if lead else None,
+                        ai_label=case.lead_label,
+                        ai_probability=case.lead_probability,
+                        ai_model_name=lead.model_name if lead else "",
+                        ai_model_version="1.0.0" if lead else "",
+                        agrees_with_ai=final == case.lead_label,
+                        final_label=final,
+                        impression="Read in the benchmark.",
+                        signed_by=user,
+                        signed_at=case.created_at + timedelta(minutes=rng.uniform(5, 600)),
+                    )
+                )
+        Case.objects.bulk_update(with_images, ["waiting_since", "lead_label", "lead_probability"], batch_size=2000)
+        Report.objects.bulk_create(reports, batch_size=2000)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # fresh planner statistics, as autovacuum would give a live site
     return missing
