@@ -19,6 +19,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.models import AuditEvent
+from audit.services import audit_record
 from diagnosis.api import errors as api_errors
 from diagnosis.models import Patient
 from fhir_api import resources, selectors
@@ -110,7 +112,22 @@ class FhirView(APIView):
     def base_url(self) -> str:
         return self.request.build_absolute_uri(reverse("fhir:base"))
 
+    def audit(self, action: str, object_type: str, object_id: int, **detail) -> None:
+        """FHIR reads are patient-data reads: recorded like the pages' and the API's (the audit
+        middleware knows those by URL name; these record themselves)."""
+        audit_record(
+            action=action,
+            actor=self.request.user,
+            object_type=object_type,
+            object_id=object_id,
+            detail={"status": 200, "via": "fhir", **detail},
+            request=self.request._request,
+        )
+
     def diagnostic_report(self, report: Report) -> dict:
+        # The resource carries the signed PDF: a report download, recorded against the case as
+        # the report page's and the API's downloads are.
+        self.audit(AuditEvent.Action.REPORT_DOWNLOAD, "case", report.case_id, report=report.pk)
         case = selectors.case_for_pdf(user=self.request.user, report=report)
         pdf = render_report_pdf(report=report, case=case)
         return resources.diagnostic_report(
@@ -124,6 +141,7 @@ class PatientRead(FhirView):
             patient = selectors.patient(user=request.user, patient_id=patient_id)
         except Patient.DoesNotExist:
             raise exceptions.NotFound(f"Patient/{patient_id} is not known.") from None
+        self.audit(AuditEvent.Action.PATIENT_VIEW, "patient", patient.pk)
         return Response(resources.patient_resource(patient))
 
 
@@ -153,6 +171,7 @@ class DiagnosticReportSearch(FhirView):
         entries: list[tuple[dict, str]] = [(self.diagnostic_report(report), "match") for report in reports]
         if reports:
             entries.append((resources.patient_resource(reports[0].case.patient), "include"))
+            self.audit(AuditEvent.Action.PATIENT_VIEW, "patient", reports[0].case.patient_id)
         bundle = resources.search_bundle(
             entries=entries, self_url=request.build_absolute_uri(), base_url=self.base_url()
         )

@@ -18,6 +18,7 @@ from fhir.resources.operationoutcome import OperationOutcome
 from fhir.resources.patient import Patient as FhirPatient
 from pypdf import PdfReader
 
+from audit.models import AuditEvent
 from diagnosis.models import Case, ModelDeployment
 from reviews import services as review_services
 from reviews.models import Report
@@ -225,3 +226,21 @@ def test_a_user_without_department_is_forbidden(radiologist):
     _, report = signed_case(radiologist)
     lonely = UserFactory(username="nodept", department=None)
     outcome(token_client(lonely).get(f"/fhir/DiagnosticReport/{report.pk}"), 403, "forbidden")
+
+
+def test_reads_are_audited(api, radiologist, outsider):
+    case, report = signed_case(radiologist)
+    before = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    api.get(f"/fhir/DiagnosticReport/{report.pk}")
+    api.get(f"/fhir/Patient/{case.patient_id}")
+    api.get("/fhir/DiagnosticReport", {"patient": case.patient_id})
+    token_client(outsider).get(f"/fhir/DiagnosticReport/{report.pk}")  # a 404: nothing read
+    events = AuditEvent.objects.filter(id__gt=before).exclude(action=AuditEvent.Action.API_TOKEN_USE).order_by("id")
+    assert [(e.action, e.object_type, e.object_id, e.actor_id, e.detail.get("via")) for e in events] == [
+        ("report_download", "case", str(case.pk), radiologist.pk, "fhir"),
+        ("patient_view", "patient", str(case.patient_id), radiologist.pk, "fhir"),
+        ("report_download", "case", str(case.pk), radiologist.pk, "fhir"),
+        ("patient_view", "patient", str(case.patient_id), radiologist.pk, "fhir"),
+    ]
+    assert events[0].detail["report"] == report.pk
+    assert events[0].path == f"/fhir/DiagnosticReport/{report.pk}"
