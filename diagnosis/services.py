@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
@@ -24,7 +25,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -32,9 +33,9 @@ from accounts.models import User
 from diagnosis import selectors
 from diagnosis.dicom import DicomPatient
 from diagnosis.models import Case, Image, InferenceJob, Modality, Patient, Prediction
-from diagnosis.signals import image_withdrawn, job_retried
-from diagnosis.uploads import InspectedImage, inspect_upload
-from ml.registry import ModelSpecError, model_for
+from diagnosis.signals import image_withdrawn, job_retried, reading_order_once
+from diagnosis.uploads import InspectedImage, inspect_upload, read_worker_copy, worker_copy
+from ml.registry import ModelSpecError, find_model, installed_models, model_for
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ def _store_images(
                 upload.seek(0)
                 written.append(image)
                 image.file.save(upload.name or "upload", upload, save=False)
+                _save_worker_copy(image, info)
                 if info.dicom is not None:
                     image.rendered.save("rendered.png", ContentFile(info.dicom.png), save=False)
                     image.frame_index = info.dicom.frame_index
@@ -232,10 +234,27 @@ def _store_images(
                     transaction.on_commit(partial(job_enqueue, job_id=job.pk), robust=True)
     except BaseException:
         for image in written:
+            if image.file:
+                image.file.storage.delete(worker_copy_name(image))
             image.file.delete(save=False)
             image.rendered.delete(save=False)
         raise
     return UploadedJobs(jobs, images=written)
+
+
+def worker_copy_name(image: Image) -> str:
+    """Beside the stored upload (private, like it): what the worker reads instead of decoding it."""
+    return f"{image.file.name}.worker.npz"
+
+
+def _save_worker_copy(image: Image, info: InspectedImage) -> None:
+    """Store the upload as the worker reads it, decoded and resized to each installed model's
+    input size of its modality, with the gate's measures: the upload is decoded once, here
+    (a 2048 px JPEG took about 50 ms to decode, at upload and again in the worker)."""
+    sizes = {(spec.preprocessing.width, spec.preprocessing.height) for spec in _installed(image.modality)}
+    data = worker_copy(info, sizes)
+    if data is not None:
+        image.file.storage.save(worker_copy_name(image), ContentFile(data))
 
 
 def _jobs_create(*, image: Image, department_id: int) -> list[InferenceJob]:
@@ -531,17 +550,61 @@ def job_enqueue(*, job_id: int) -> bool:
 
 
 def _start(job: InferenceJob, *, worker: str, now: datetime) -> None:
-    job.status = InferenceJob.Status.RUNNING
-    job.attempt += 1
-    job.started_at = now
-    job.finished_at = None
-    job.error_message = ""
-    job.worker = worker
-    job.save(update_fields=["status", "attempt", "started_at", "finished_at", "error_message", "worker"])
+    _start_all([job], worker=worker, now=now)
+
+
+def _start_all(jobs: list[InferenceJob], *, worker: str, now: datetime) -> None:
+    """Mark locked pending jobs running, in one UPDATE (inside the caller's transaction).
+
+    A queryset update sends no post_save: claiming changes nothing the reading order uses
+    (signals.job_saved skips it for that reason too).
+    """
+    if not jobs:
+        return
+    InferenceJob.objects.filter(pk__in=[job.pk for job in jobs]).update(
+        status=InferenceJob.Status.RUNNING,
+        attempt=F("attempt") + 1,
+        started_at=now,
+        finished_at=None,
+        error_message="",
+        worker=worker,
+    )
+    for job in jobs:
+        job.status = InferenceJob.Status.RUNNING
+        job.attempt += 1
+        job.started_at = now
+        job.finished_at = None
+        job.error_message = ""
+        job.worker = worker
+
+
+def _take(job_id: int, *, worker: str, held_attempt: int | None) -> tuple[InferenceJob | None, bool]:
+    """Inside a transaction: the job locked (with its image and case) and whether it must be
+    started; (None, False) when there is nothing to do. See job_claim."""
+    job = InferenceJob.objects.select_for_update(of=("self",)).select_related("image__case").filter(pk=job_id).first()
+    if job is None:
+        return None, False
+    if job.status == InferenceJob.Status.RUNNING and held_attempt is not None and job.attempt == held_attempt:
+        if job.worker != worker:
+            InferenceJob.objects.filter(pk=job.pk).update(worker=worker)
+            job.worker = worker
+        return job, False
+    if job.status == InferenceJob.Status.RUNNING and _claimer_dead(job, worker=worker):
+        logger.warning("Job %s: its claimer %s is gone; taking it over with its batch", job.pk, job.worker)
+        orphans = InferenceJob.objects.select_for_update().filter(status=InferenceJob.Status.RUNNING, worker=job.worker)
+        _requeue_orphans(orphans)
+        job.refresh_from_db()
+    if job.status != InferenceJob.Status.PENDING:
+        return None, False
+    if job.attempt >= settings.XNET_JOB_MAX_ATTEMPTS:
+        _fail(job, _gave_up_message(job.attempt))
+        return None, False
+    return job, True
 
 
 def job_claim(*, job_id: int, worker: str = "", held_attempt: int | None = None) -> InferenceJob | None:
-    """Mark a pending job running and return it; None when there is nothing to do.
+    """Mark a pending job running and return it (image and case loaded); None when there is
+    nothing to do.
 
     The row lock plus the status check make redelivery safe: a second delivery of the same
     message finds the job running or finished and returns. Two exceptions: a job still running
@@ -550,26 +613,10 @@ def job_claim(*, job_id: int, worker: str = "", held_attempt: int | None = None)
     """
     worker = worker or this_worker()
     with transaction.atomic():
-        job = InferenceJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None:
-            return None
-        if job.status == InferenceJob.Status.RUNNING and held_attempt is not None and job.attempt == held_attempt:
-            InferenceJob.objects.filter(pk=job.pk).update(worker=worker)
-            return InferenceJob.objects.select_related("image__case").get(pk=job.pk)
-        if job.status == InferenceJob.Status.RUNNING and _claimer_dead(job, worker=worker):
-            logger.warning("Job %s: its claimer %s is gone; taking it over with its batch", job.pk, job.worker)
-            orphans = InferenceJob.objects.select_for_update().filter(
-                status=InferenceJob.Status.RUNNING, worker=job.worker
-            )
-            _requeue_orphans(orphans)
-            job.refresh_from_db()
-        if job.status != InferenceJob.Status.PENDING:
-            return None
-        if job.attempt >= settings.XNET_JOB_MAX_ATTEMPTS:
-            _fail(job, _gave_up_message(job.attempt))
-            return None
-        _start(job, worker=worker, now=timezone.now())
-    return InferenceJob.objects.select_related("image__case").get(pk=job.pk)
+        job, start = _take(job_id, worker=worker, held_attempt=held_attempt)
+        if start:
+            _start(job, worker=worker, now=timezone.now())
+    return job
 
 
 def _fail(job: InferenceJob, message: str) -> None:
@@ -643,34 +690,29 @@ def job_succeed(
     gate_scores: dict | None = None,
 ) -> bool:
     """Store the prediction (with its Grad-CAM PNG, private) and finish the job, all or nothing."""
-    top_label, top_probability = max(probabilities.items(), key=lambda item: item[1])
-    prediction = None
+    written: list[Prediction] = []
     try:
-        with transaction.atomic():
+        with transaction.atomic(), reading_order_once():
             job = _locked_running(job_id, attempt)
             if job is None:
                 return False
-            prediction = Prediction(
-                job=job,
-                probabilities=probabilities,
-                top_label=top_label,
-                top_probability=top_probability,
-                model_name=model_name,
-                model_version=model_version,
-            )
-            if heatmap_png:
-                # A random name: the file is private and served by a department-checked view.
-                prediction.heatmap.save(f"{uuid.uuid4().hex}.png", ContentFile(heatmap_png), save=False)
-            prediction.save()
+            spec = _Named(model_name, model_version)
+            _prediction(job, spec, probabilities, heatmap_png, written).save()
             job.status = InferenceJob.Status.SUCCEEDED
             job.finished_at = timezone.now()
             job.gate_scores = gate_scores or {}
             job.save(update_fields=["status", "finished_at", "gate_scores"])
     except BaseException:
-        if prediction is not None and prediction.heatmap:
+        for prediction in written:
             prediction.heatmap.delete(save=False)  # the row was rolled back: leave no orphan file
         raise
     return True
+
+
+@dataclass(frozen=True)
+class _Named:
+    name: str
+    version: str
 
 
 def job_reject(*, job_id: int, attempt: int, code: str, reason: str, gate_scores: dict) -> bool:
@@ -688,56 +730,64 @@ def job_reject(*, job_id: int, attempt: int, code: str, reason: str, gate_scores
     return True
 
 
-def _claim_more(*, first: InferenceJob, limit: int, worker: str) -> list[InferenceJob]:
-    """Claim up to `limit` other pending jobs of the same modality, oldest first.
+def _pending_company(*, first: InferenceJob, limit: int) -> list[InferenceJob]:
+    """Inside a transaction: up to `limit` other pending jobs of the same modality (any of its
+    models: the batch is grouped by model later), oldest first, locked, with image and case.
 
     skip_locked: jobs another worker is claiming right now are left to it. Their own queue
     messages arrive later, find them running or finished and return (claiming is idempotent).
     """
     if limit <= 0:
         return []
-    now = timezone.now()
-    with transaction.atomic():
-        jobs = list(
-            InferenceJob.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(
-                status=InferenceJob.Status.PENDING,
-                image__modality=first.image.modality,
-                attempt__lt=settings.XNET_JOB_MAX_ATTEMPTS,
-            )
-            .exclude(pk=first.pk)
-            .order_by("created_at", "id")[:limit]
+    return list(
+        InferenceJob.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("image__case")
+        .filter(
+            status=InferenceJob.Status.PENDING,
+            image__modality=first.image.modality,
+            attempt__lt=settings.XNET_JOB_MAX_ATTEMPTS,
         )
-        for job in jobs:
-            _start(job, worker=worker, now=now)
-    return list(InferenceJob.objects.select_related("image__case").filter(pk__in=[job.pk for job in jobs]))
+        .exclude(pk=first.pk)
+        .order_by("created_at", "id")[:limit]
+    )
 
 
-def _resume_held(*, held: list[tuple[int, int]], worker: str, exclude: int) -> list[InferenceJob]:
-    """The jobs a retried task still holds (its attempts survived a database outage)."""
-    resumed = []
-    for job_id, attempt in held:
-        if job_id != exclude:
-            job = job_claim(job_id=job_id, worker=worker, held_attempt=attempt)
-            if job is not None and job.attempt == attempt:
-                resumed.append(job)
-    return resumed
+def _claim_more(*, first: InferenceJob, limit: int, worker: str) -> list[InferenceJob]:
+    """Claim up to `limit` other pending jobs of the same modality, in a transaction of its own."""
+    if limit <= 0:
+        return []
+    with transaction.atomic():
+        jobs = _pending_company(first=first, limit=limit)
+        _start_all(jobs, worker=worker, now=timezone.now())
+    return jobs
 
 
 def job_claim_batch(*, job_id: int, worker: str = "", held: list[tuple[int, int]] = ()) -> list[InferenceJob]:
-    """The task's job, claimed, plus other pending jobs of its modality for one model call.
+    """The task's job, claimed, plus other pending jobs of its modality for one worker batch.
 
-    Predicting several images in one call is much cheaper per image than one call each. The
-    batch is bounded in size (XNET_BATCH_MAX_SIZE) and in how long a lone job waits for company
-    (XNET_BATCH_WAIT_MS; 0, the default, batches only what is already waiting).
+    One transaction: the task's job locked and checked, the attempts a retried task still holds
+    resumed, other pending jobs taken (skip_locked), all started by one UPDATE, rows read with
+    their image and case. Predicting several images in one call is much cheaper per image than
+    one call each. The batch is bounded in size (XNET_BATCH_MAX_SIZE) and in how long a lone job
+    waits for company (XNET_BATCH_WAIT_MS; 0, the default, batches only what is already waiting).
     """
     worker = worker or this_worker()
-    held_attempt = dict(held).get(job_id)
-    first = job_claim(job_id=job_id, worker=worker, held_attempt=held_attempt)
-    if first is None:
-        return []
-    batch = [first, *_resume_held(held=list(held), worker=worker, exclude=first.pk)]
-    batch += _claim_more(first=first, limit=settings.XNET_BATCH_MAX_SIZE - len(batch), worker=worker)
+    held_attempts = dict(held)
+    now = timezone.now()
+    with transaction.atomic():
+        first, start = _take(job_id, worker=worker, held_attempt=held_attempts.get(job_id))
+        if first is None:
+            return []
+        batch, to_start = [first], [first] if start else []
+        for other_id, attempt in held:  # a retry after a database outage: its own attempts
+            if other_id != job_id:
+                job, start = _take(other_id, worker=worker, held_attempt=attempt)
+                if job is not None and (start or job.attempt == attempt):
+                    batch.append(job)
+                    to_start += [job] if start else []
+        more = _pending_company(first=first, limit=settings.XNET_BATCH_MAX_SIZE - len(batch))
+        _start_all([*to_start, *more], worker=worker, now=now)
+        batch += more
     if len(batch) < settings.XNET_BATCH_MAX_SIZE and settings.XNET_BATCH_WAIT_MS > 0:
         time.sleep(settings.XNET_BATCH_WAIT_MS / 1000)
         batch += _claim_more(first=first, limit=settings.XNET_BATCH_MAX_SIZE - len(batch), worker=worker)
@@ -799,68 +849,195 @@ def _reason(exc: BaseException) -> str:
     ).replace("builtins.", "")
 
 
-def _fail_alone(job: InferenceJob, exc: BaseException, message: str | None = None) -> None:
-    """One image's error: that job fails with the reason; the rest of the batch carries on."""
+@dataclass
+class _Outcome:
+    """What became of one job of a batch, stored with the others in one transaction."""
+
+    job: InferenceJob
+    status: str
+    spec: object | None = None
+    message: str = ""  # FAILED: what the user reads
+    code: str = ""  # REJECTED: the gate's code and reason
+    reason: str = ""
+    gate_scores: dict | None = None
+    probabilities: dict[str, float] | None = None  # SUCCEEDED
+    heatmap_png: bytes | None = None
+
+
+def _failed(job: InferenceJob, exc: BaseException, message: str | None = None, spec: object = None) -> _Outcome:
+    """One image's error: that job fails with the reason; the rest of the batch carries on.
+    A database error is the whole batch's (job_run gives every job back)."""
     if isinstance(exc, OperationalError | InterfaceError):
         raise exc
     logger.error("Job %s (image %s) failed", job.pk, job.image_id, exc_info=exc)
-    job_fail(job_id=job.pk, attempt=job.attempt, message=message or _reason(exc))
+    return _Outcome(job, InferenceJob.Status.FAILED, spec=spec, message=message or _reason(exc))
 
 
-def _run_batch(batch: list[InferenceJob]) -> None:
-    modality = batch[0].image.modality
+def _fail_alone(job: InferenceJob, exc: BaseException, message: str | None = None) -> None:
+    outcome = _failed(job, exc, message)
+    job_fail(job_id=job.pk, attempt=job.attempt, message=outcome.message)
+
+
+def _models_of(batch: list[InferenceJob], outcomes: list[_Outcome]) -> list[tuple[object, list[InferenceJob]]]:
+    """The batch grouped by the model each job names (a blank name: the modality's newest
+    installed model), so each model runs once over its images. Jobs whose model cannot run
+    become failures in `outcomes`."""
+    found: dict[tuple[str, str, str], object | str] = {}  # a spec, or why there is none
+    groups: dict[tuple[str, str], tuple[object, list[InferenceJob]]] = {}
+    for job in batch:
+        modality = job.image.modality
+        key = (modality, job.model_name, job.model_version)
+        if key not in found:
+            found[key] = _model_or_reason(modality, job.model_name, job.model_version)
+        spec = found[key]
+        if isinstance(spec, str):
+            outcomes.append(_Outcome(job, InferenceJob.Status.FAILED, message=spec))
+        else:
+            groups.setdefault((spec.name, spec.version), (spec, []))[1].append(job)
+    return list(groups.values())
+
+
+_specs: dict[tuple, tuple[tuple, object | str]] = {}
+
+
+def _models_stamp(model_dir: Path) -> tuple:
+    """What changes when a model is installed, removed or edited: each model.json and folder's
+    modification time (a few stat calls, against 24 ms a job for parsing the model cards)."""
     try:
-        spec = model_for(modality, settings.XNET_MODEL_DIR)
+        return tuple(
+            (str(meta), meta.stat().st_mtime_ns, meta.parent.stat().st_mtime_ns)
+            for meta in sorted(Path(model_dir).glob("*/model.json"))
+        )
+    except OSError:
+        return (time.monotonic(),)  # a folder changing under us: read it again
+
+
+def _installed(modality: str) -> list:
+    """The installed models of a modality, cached like _model_or_reason."""
+    model_dir = settings.XNET_MODEL_DIR
+    key = (str(model_dir), modality, "*", "*")
+    stamp = _models_stamp(model_dir)
+    cached = _specs.get(key)
+    if cached is None or cached[0] != stamp:
+        specs = [spec for spec in installed_models(Path(model_dir)) if spec.modality == modality]
+        cached = (stamp, specs)
+        _specs[key] = cached
+    return cached[1]
+
+
+def _model_or_reason(modality: str, name: str, version: str) -> object | str:
+    """The model a job names (a blank name: the modality's newest), or why it cannot run;
+    cached per worker process until the model folder changes."""
+    model_dir = settings.XNET_MODEL_DIR
+    key = (str(model_dir), modality, name, version)
+    stamp = _models_stamp(model_dir)
+    cached = _specs.get(key)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, _find_model_or_reason(modality, name, version))
+        _specs[key] = cached
+    return cached[1]
+
+
+def _find_model_or_reason(modality: str, name: str, version: str) -> object | str:
+    try:
+        spec = (
+            find_model(settings.XNET_MODEL_DIR, name, version) if name else model_for(modality, settings.XNET_MODEL_DIR)
+        )
     except ModelSpecError:
         logger.exception("The installed %s model cannot be used", modality)
-        spec = None
-        message = (
+        return (
             f"The installed {MODALITY_SHORT[modality]} model cannot be used (its files are invalid); "
             "administrators can see the log."
         )
-    else:
-        message = f"no model installed for {MODALITY_SHORT[modality]}"
     if spec is None:
-        for job in batch:
-            job_fail(job_id=job.pk, attempt=job.attempt, message=message)
-        return
-    InferenceJob.objects.filter(pk__in=[job.pk for job in batch]).update(
-        model_name=spec.name, model_version=spec.version
-    )
+        return (
+            f"model {name} {version} is not installed" if name else f"no model installed for {MODALITY_SHORT[modality]}"
+        )
+    return spec
 
-    from ml import gate, inference  # Keras loads here, in the worker only.
 
-    ready: list[tuple[InferenceJob, object, dict]] = []
-    for job in batch:
-        try:
-            handle = image_open(image=job.image)
-        except Exception as exc:
-            _fail_alone(job, exc)
-            continue
-        try:
-            with handle, PILImage.open(handle) as picture:
-                picture.load()
-                verdict = gate.check_image(spec, picture, dicom=job.image.dicom)
-                if not verdict.accepted:
-                    job_reject(
-                        job_id=job.pk,
-                        attempt=job.attempt,
-                        code=verdict.code,
-                        reason=verdict.reason,
-                        gate_scores=verdict.scores,
+def _run_batch(batch: list[InferenceJob]) -> None:
+    """Decode, gate and classify each model's images in one call per model, and store each
+    model's outcomes in one transaction (_store_outcomes): with one model, one transaction for
+    the batch; with several (issue 12's silent versions beside the assistive one, whose jobs come
+    first), the first model's results are stored before the next model runs."""
+    outcomes: list[_Outcome] = []
+    groups = _models_of(batch, outcomes)
+    if groups:
+        from ml import gate, inference  # the model engine loads here, in the worker only
+
+    for spec, jobs in groups:
+        ready: list[tuple[InferenceJob, object, dict]] = []
+        size = (spec.preprocessing.width, spec.preprocessing.height)
+        for job in jobs:
+            copy = _read_worker_copy(job.image)
+            if copy is not None and size in copy.greys:
+                verdict = gate.check_image(spec, None, dicom=job.image.dicom, measures=copy.measures)
+                if verdict.accepted:
+                    ready.append((job, inference.prepare_input(spec, copy.greys[size]), verdict.scores))
+                else:
+                    outcomes.append(
+                        _Outcome(
+                            job,
+                            InferenceJob.Status.REJECTED,
+                            spec=spec,
+                            code=verdict.code,
+                            reason=verdict.reason,
+                            gate_scores=verdict.scores,
+                        )
                     )
-                    continue
-                ready.append((job, inference.prepare_input(spec, picture), verdict.scores))
-        except inference.InferenceError as exc:
-            _fail_alone(job, exc, f"The model could not process this image: {exc}")
-        except Exception as exc:
-            _fail_alone(job, exc)
-    if ready:
-        _classify(spec, ready)
+                continue
+            try:
+                handle = image_open(image=job.image)
+            except Exception as exc:
+                outcomes.append(_failed(job, exc, spec=spec))
+                continue
+            try:
+                with handle, PILImage.open(handle) as picture:
+                    picture.load()
+                    verdict = gate.check_image(spec, picture, dicom=job.image.dicom)
+                    if not verdict.accepted:
+                        outcomes.append(
+                            _Outcome(
+                                job,
+                                InferenceJob.Status.REJECTED,
+                                spec=spec,
+                                code=verdict.code,
+                                reason=verdict.reason,
+                                gate_scores=verdict.scores,
+                            )
+                        )
+                        continue
+                    ready.append((job, inference.prepare_input(spec, picture), verdict.scores))
+            except inference.InferenceError as exc:
+                outcomes.append(_failed(job, exc, f"The model could not process this image: {exc}", spec=spec))
+            except Exception as exc:
+                outcomes.append(_failed(job, exc, spec=spec))
+        if ready:
+            outcomes += _classify(spec, ready)
+        _store_outcomes(outcomes)
+        outcomes = []
+    _store_outcomes(outcomes)  # jobs whose model cannot run, when no model of the batch can
 
 
-def _classify(spec: object, ready: list[tuple[InferenceJob, object, dict]]) -> None:
-    """One model call for the batch. If it fails, each image is tried alone, so an image the
+def _read_worker_copy(image: Image) -> object | None:
+    """The upload's worker copy (services._save_worker_copy), or None: none was stored (a DICOM,
+    an upload from before, no model installed then) or it cannot be read; the worker then decodes
+    the upload itself, as before."""
+    if image.rendered or not image.file:
+        return None
+    try:
+        with image.file.storage.open(worker_copy_name(image), "rb") as handle:
+            return read_worker_copy(handle)
+    except FileNotFoundError:
+        return None
+    except Exception:
+        logger.warning("Worker copy of image %s unreadable; decoding the upload", image.pk, exc_info=True)
+        return None
+
+
+def _classify(spec: object, ready: list[tuple[InferenceJob, object, dict]]) -> list[_Outcome]:
+    """One model call for the group. If it fails, each image is tried alone, so an image the
     model cannot take fails by itself instead of taking the others with it."""
     from ml import inference
 
@@ -869,46 +1046,165 @@ def _classify(spec: object, ready: list[tuple[InferenceJob, object, dict]]) -> N
     except Exception as exc:
         if len(ready) > 1 and not isinstance(exc, OperationalError | InterfaceError):
             logger.warning("Batch of %s failed (%r); classifying each image alone", len(ready), exc)
-            for item in ready:
-                _classify(spec, [item])
-            return
-        job = ready[0][0]
+            return [outcome for item in ready for outcome in _classify(spec, [item])]
         detail = str(exc) if isinstance(exc, inference.InferenceError) else type(exc).__name__
-        _fail_alone(job, exc, f"The model could not process this image: {detail}")
-        return
-    _store_results(spec, ready, results)
+        return [_failed(ready[0][0], exc, f"The model could not process this image: {detail}", spec=spec)]
+    return _judge_results(spec, ready, results)
 
 
-def _store_results(spec: object, ready: list[tuple[InferenceJob, object, dict]], results: list) -> None:
+def _judge_results(spec: object, ready: list[tuple[InferenceJob, object, dict]], results: list) -> list[_Outcome]:
+    """The gate's distance check (on the features of the same forward pass) and the heatmap PNG."""
     from ml import gate, heatmaps
 
-    # The distance check needs the features of the same forward pass that classified the image.
     calibration = gate.OodCalibration.load(spec)
+    outcomes = []
     for (job, _, scores), result in zip(ready, results, strict=True):
         try:
             verdict = gate.check_features(calibration, result.features)
             scores = {**scores, **verdict.scores}
             if not verdict.accepted:
-                job_reject(
-                    job_id=job.pk, attempt=job.attempt, code=verdict.code, reason=verdict.reason, gate_scores=scores
+                outcomes.append(
+                    _Outcome(
+                        job,
+                        InferenceJob.Status.REJECTED,
+                        spec=spec,
+                        code=verdict.code,
+                        reason=verdict.reason,
+                        gate_scores=scores,
+                    )
                 )
                 continue
+            outcomes.append(
+                _Outcome(
+                    job,
+                    InferenceJob.Status.SUCCEEDED,
+                    spec=spec,
+                    gate_scores=scores,
+                    probabilities=result.probabilities,
+                    heatmap_png=heatmaps.heatmap_png(result.heatmap),
+                )
+            )
+        except Exception as exc:
+            outcomes.append(_failed(job, exc, spec=spec))
+    return outcomes
+
+
+def _store_outcomes(outcomes: list[_Outcome]) -> None:
+    """Every outcome of the batch in one transaction, the reading order refreshed once per case.
+
+    If that fails for a reason of one job (its heatmap file cannot be written, say), each outcome
+    is stored alone, so that job fails by itself with the reason and the others keep their results.
+    """
+    if not outcomes:
+        return
+    try:
+        _store_together(outcomes)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        logger.warning("Storing a batch of %s failed (%r); storing each job alone", len(outcomes), exc)
+        for outcome in outcomes:
+            _store_alone(outcome)
+
+
+def _store_together(outcomes: list[_Outcome]) -> None:
+    written: list[Prediction] = []
+    try:
+        with transaction.atomic(), reading_order_once():
+            ids = [outcome.job.pk for outcome in outcomes]
+            current = {
+                pk: (status, attempt)
+                for pk, status, attempt in InferenceJob.objects.select_for_update()
+                .filter(pk__in=ids)
+                .order_by("pk")
+                .values_list("pk", "status", "attempt")
+            }
+            now = timezone.now()
+            for outcome in outcomes:
+                job = outcome.job
+                if current.get(job.pk) != (InferenceJob.Status.RUNNING, job.attempt):
+                    logger.warning("Job %s attempt %s is no longer current; result discarded", job.pk, job.attempt)
+                    continue
+                fields = ["status", "finished_at"]
+                if outcome.spec is not None:
+                    job.model_name, job.model_version = outcome.spec.name, outcome.spec.version
+                    fields += ["model_name", "model_version"]
+                job.status = outcome.status
+                job.finished_at = now
+                if outcome.status == InferenceJob.Status.FAILED:
+                    job.error_message = outcome.message
+                    fields.append("error_message")
+                elif outcome.status == InferenceJob.Status.REJECTED:
+                    job.rejection_code = InferenceJob.Rejection(outcome.code)
+                    job.rejection_reason = outcome.reason
+                    job.gate_scores = outcome.gate_scores or {}
+                    fields += ["rejection_code", "rejection_reason", "gate_scores"]
+                else:
+                    prediction = _prediction(job, outcome.spec, outcome.probabilities, outcome.heatmap_png, written)
+                    prediction.save()
+                    job.gate_scores = outcome.gate_scores or {}
+                    fields.append("gate_scores")
+                job.save(update_fields=fields)
+    except BaseException:
+        for prediction in written:
+            prediction.heatmap.delete(save=False)  # the rows were rolled back: leave no orphan file
+        raise
+
+
+def _prediction(
+    job: InferenceJob, spec: object, probabilities: dict, heatmap_png: bytes | None, written: list
+) -> Prediction:
+    top_label, top_probability = max(probabilities.items(), key=lambda item: item[1])
+    prediction = Prediction(
+        job=job,
+        probabilities=probabilities,
+        top_label=top_label,
+        top_probability=top_probability,
+        model_name=spec.name,
+        model_version=spec.version,
+    )
+    if heatmap_png:
+        # A random name: the file is private and served by a department-checked view.
+        prediction.heatmap.save(f"{uuid.uuid4().hex}.png", ContentFile(heatmap_png), save=False)
+        written.append(prediction)
+    return prediction
+
+
+def _store_alone(outcome: _Outcome) -> None:
+    """One outcome in its own transaction (after the batch's transaction failed)."""
+    job = outcome.job
+    try:
+        if outcome.spec is not None and job.model_name != outcome.spec.name:
+            InferenceJob.objects.filter(pk=job.pk, status=InferenceJob.Status.RUNNING).update(
+                model_name=outcome.spec.name, model_version=outcome.spec.version
+            )
+        if outcome.status == InferenceJob.Status.FAILED:
+            job_fail(job_id=job.pk, attempt=job.attempt, message=outcome.message)
+        elif outcome.status == InferenceJob.Status.REJECTED:
+            job_reject(
+                job_id=job.pk,
+                attempt=job.attempt,
+                code=outcome.code,
+                reason=outcome.reason,
+                gate_scores=outcome.gate_scores or {},
+            )
+        else:
             job_succeed(
                 job_id=job.pk,
                 attempt=job.attempt,
-                model_name=spec.name,
-                model_version=spec.version,
-                probabilities=result.probabilities,
-                heatmap_png=heatmaps.heatmap_png(result.heatmap),
-                gate_scores=scores,
+                model_name=outcome.spec.name,
+                model_version=outcome.spec.version,
+                probabilities=outcome.probabilities,
+                heatmap_png=outcome.heatmap_png,
+                gate_scores=outcome.gate_scores,
             )
-        except Exception as exc:
-            message = (
-                None
-                if is_disk_full(exc)
-                else f"The result could not be stored ({type(exc).__name__}); administrators can see the log."
-            )
-            _fail_alone(job, exc, message)
+    except Exception as exc:
+        message = (
+            None
+            if is_disk_full(exc)
+            else f"The result could not be stored ({type(exc).__name__}); administrators can see the log."
+        )
+        _fail_alone(job, exc, message)
 
 
 def job_abort(*, job_id: int, message: str) -> None:

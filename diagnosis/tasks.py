@@ -13,8 +13,11 @@ so a dead worker's jobs come back within XNET_WORKER_LOST_AFTER seconds even whi
 from __future__ import annotations
 
 import logging
+import os
 import random
+import time
 from functools import partial
+from pathlib import Path
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -117,6 +120,37 @@ def _stagger_child_restart(**kwargs) -> None:
         return
     pool_worker.maxtasks = staggered_task_limit(base)
     logger.info("Pool child %s restarts after %s tasks", current_process().pid, pool_worker.maxtasks)
+
+
+@worker_process_init.connect
+def _load_models(**kwargs) -> None:
+    """In each new pool child, before it takes a job: load every installed model.
+
+    A child's first job used to load its model (seconds with ONNX Runtime under load, about 9 s
+    with TensorFlow), and a child replaced after its task limit stalled the job that followed.
+    The pool hands a child no job before this returns (CELERY_WORKER_PROC_ALIVE_TIMEOUT bounds
+    it); the others keep working meanwhile. A model that cannot load is logged and left to the
+    job, which fails with the reason.
+    """
+    from ml import inference
+    from ml.registry import installed_models
+
+    started = time.monotonic()
+    loaded = []
+    for spec in installed_models(Path(settings.XNET_MODEL_DIR)):
+        try:
+            inference.load(spec)
+        except Exception:
+            logger.exception("Pool child %s could not load model %s", os.getpid(), spec.label)
+        else:
+            loaded.append(spec.label)
+    logger.info(
+        "Pool child %s loaded %s model(s) in %.1f s before its first job: %s",
+        os.getpid(),
+        len(loaded),
+        time.monotonic() - started,
+        ", ".join(loaded) or "none",
+    )
 
 
 @worker_shutdown.connect

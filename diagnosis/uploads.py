@@ -9,18 +9,22 @@ diagnosis.dicom, which checks it and renders the frame to classify as a PNG.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
+import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image, UnidentifiedImageError
 
 from diagnosis.dicom import DicomImage, has_dicom_preamble, looks_like_dicom, read_dicom
 from diagnosis.limits import check_image_size
-from ml.preprocessing import load_grey
+from ml.gate import image_measures
+from ml.preprocessing import Preprocessing, load_grey, resized_grey
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,48 @@ class InspectedImage:
     sha256: str
     size_bytes: int
     dicom: DicomImage | None = None  # set for a DICOM upload: its rendered PNG and header
+    # PNG or JPEG: the picture decoded as the worker reads it (greyscale, EXIF-rotated) and the
+    # input gate's measures of the original pixels, so the worker need not decode it again (worker_copy).
+    grey: Image.Image | None = field(default=None, repr=False, compare=False)
+    measures: dict | None = None
+
+
+@dataclass(frozen=True)
+class WorkerCopy:
+    """What the worker reads instead of decoding the upload: the gate's measures and the
+    greyscale picture already resized to each installed model's input size."""
+
+    measures: dict
+    greys: dict[tuple[int, int], Image.Image]
+
+
+def worker_copy(inspected: InspectedImage, sizes: set[tuple[int, int]]) -> bytes | None:
+    """The upload's worker copy as .npz bytes (uncompressed: about 50 KB at 224 px, read in well
+    under a millisecond), or None when there is nothing to store (a DICOM, no model installed).
+
+    The resize is ml.preprocessing's own (bilinear from the full picture), so the model input made
+    from the copy equals the one made from the upload, bit for bit (tests/test_job_services.py).
+    """
+    if inspected.grey is None or inspected.measures is None or not sizes:
+        return None
+    arrays = {"measures": np.frombuffer(json.dumps(inspected.measures).encode(), dtype=np.uint8)}
+    for width, height in sorted(sizes):
+        resized = resized_grey(inspected.grey, Preprocessing(width=width, height=height))
+        arrays[f"grey_{width}x{height}"] = np.asarray(resized, dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def read_worker_copy(file: BinaryIO) -> WorkerCopy:
+    with np.load(file) as data:
+        measures = json.loads(data["measures"].tobytes())
+        greys = {}
+        for key in data.files:
+            if key.startswith("grey_"):
+                width, height = (int(n) for n in key[len("grey_") :].split("x"))
+                greys[(width, height)] = Image.fromarray(data[key], mode="L")
+    return WorkerCopy(measures=measures, greys=greys)
 
 
 def _megabytes(n: int) -> str:
@@ -58,7 +104,7 @@ def _inspect_dicom(file: BinaryIO, *, size: int, frame: int | None, force: bool)
     )
 
 
-def _decode_as_worker(image: Image.Image) -> None:
+def _decode_as_worker(image: Image.Image) -> Image.Image:
     """Run the decoding steps the worker runs (EXIF orientation, greyscale conversion), so an
     image that would fail there is refused here, with a reason, instead of failing its job.
 
@@ -66,7 +112,7 @@ def _decode_as_worker(image: Image.Image) -> None:
     PIL.ImageOps.exif_transpose raise struct.error in the worker. Any error here is the file's.
     """
     try:
-        load_grey(image)
+        return load_grey(image)
     except Exception as exc:
         logger.info("Upload refused: decoding as the worker does raised %r", exc)
         raise ValidationError(
@@ -125,6 +171,14 @@ def inspect_upload(file: BinaryIO, *, size: int | None = None, frame: int | None
         raise ValidationError(
             "The image is truncated or corrupt; upload the complete file again.", code="corrupt"
         ) from None
-    _decode_as_worker(image)
+    grey = _decode_as_worker(image)
 
-    return InspectedImage(format=image_format, width=width, height=height, sha256=_sha256(file), size_bytes=size)
+    return InspectedImage(
+        format=image_format,
+        width=width,
+        height=height,
+        sha256=_sha256(file),
+        size_bytes=size,
+        grey=grey,
+        measures=image_measures(image, grey=grey),
+    )

@@ -93,12 +93,14 @@ def onnx_model(spec: ModelSpec, engine: str = "auto") -> OnnxModel | None:
 
 
 def load(spec: ModelSpec) -> None:
-    """Load whatever serves spec, so the first job does not wait for it (a worker child's start).
+    """Load whatever serves spec and run it once on a blank image, so the first job waits for
+    neither (a worker child's start): the TensorFlow path traces its function on the first call,
+    ONNX Runtime allocates its buffers.
 
     With a current model.onnx this takes a fraction of a second and never imports TensorFlow.
     """
-    if onnx_model(spec) is None:
-        _analyser(spec)
+    p = spec.preprocessing
+    analyse_inputs(spec, [np.zeros((p.height, p.width, 3), dtype=np.float32)])
 
 
 def calibrate(probabilities: np.ndarray, temperature: float) -> np.ndarray:

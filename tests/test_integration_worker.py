@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -22,8 +23,9 @@ JOB_TIMEOUT = 90  # a fresh worker child imports TensorFlow before its first pre
 
 
 @pytest.fixture
-def workers(tmp_path, settings, model_dir):
-    with WorkerPool(tmp_path / "workers", model_dir=model_dir) as pool:
+def workers(tmp_path, settings, installed_models):
+    # installed_models: this process's departments run the tiny models too, so uploads' jobs name them.
+    with WorkerPool(tmp_path / "workers", model_dir=installed_models) as pool:
         yield pool
 
 
@@ -99,19 +101,22 @@ def test_ct_without_installed_model_fails_with_message(
     body = api_upload(api, case, chest_xray_bytes)
     job = wait_for(lambda: finished_job(body["job"]["id"]), timeout=JOB_TIMEOUT, what="the CT job", log=worker.log)
 
+    # The job names the CT model this department runs; this worker's model folder is empty.
+    missing = f"model {job.model_name} {job.model_version} is not installed"
+    assert (job.model_name, job.model_version) == ("ct-tiny", "1.0.0")
     assert job.status == InferenceJob.Status.FAILED
-    assert job.error_message == "no model installed for CT"
+    assert job.error_message == missing
     assert not Prediction.objects.filter(job=job).exists()
     detail = api.get(body["job"]["url"]).json()
     assert (detail["status"], detail["error_message"], detail["prediction"]) == (
         "failed",
-        "no model installed for CT",
+        missing,
         None,
     )
     page = rad_client.get(f"/cases/{case.pk}/")
     block = _image_block(page.content.decode(), body["image"]["id"])
     assert _text_of(block, "job-status").lower() == "failed"
-    assert "no model installed for CT" in block
+    assert missing in block
     assert 'class="top-label"' not in block
 
 
@@ -124,6 +129,7 @@ def test_poison_image_in_a_batch_fails_alone_in_a_real_worker(workers, api, radi
     sources = sorted(RESOURCES.glob("kermany_*.jpg"))[:3]
     bodies = [api_upload(api, case, path.read_bytes()) for path in sources]
     poisoned = Image.objects.get(pk=bodies[1]["image"]["id"])
+    Path(f"{poisoned.file.path}.worker.npz").unlink()  # and no decoded copy (services.worker_copy_name)
     with open(poisoned.file.path, "wb") as handle:
         handle.write(poison_jpeg_bytes(sources[1].read_bytes()))
 
@@ -158,3 +164,37 @@ def test_worker_children_draw_their_own_restart_limit(workers, settings):
     limits = [int(n) for n in re.findall(pattern, worker.log())]
     assert len(limits) == 1
     assert 100 <= limits[0] <= 150
+
+
+PRELOADED = re.compile(r"Pool child (\d+) loaded (\d+) model\(s\) in [\d.]+ s before its first job: (.*)")
+
+
+def test_a_fresh_pool_child_loads_its_models_before_its_first_job(workers, api, radiologist, chest_xray_bytes):
+    """Every pool child loads each installed model when it starts, so no job waits for a load,
+    and a child replaced after its task limit (1 here: every job gets a new child) is ready
+    before it takes the next job."""
+    worker = workers.start(env={"CELERY_WORKER_MAX_TASKS_PER_CHILD": "1"})
+    case = case_for(radiologist, "xray")
+    children = []
+    for _ in range(2):
+        # The next child has loaded its models before anything is uploaded for it.
+        child = wait_for(
+            lambda: [found for found in PRELOADED.findall(worker.log()) if found[0] not in children],
+            timeout=JOB_TIMEOUT,
+            what="a new pool child's models",
+            log=worker.log,
+        )[0]
+        assert child[1:] == ("2", "ct-tiny 1.0.0, xray-tiny 1.0.0"), child
+        children.append(child[0])
+        body = api_upload(api, case, chest_xray_bytes)
+        job = wait_for(partial(finished_job, body["job"]["id"]), timeout=JOB_TIMEOUT, what="the job", log=worker.log)
+        assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message
+        assert job.worker.endswith(f" {child[0]}")  # the job ran in that child
+    assert len(set(children)) == 2
+    # One load of each model per child, in the child's start-up: none in a job. (A third child may
+    # be starting by now: only what precedes the second child's start-up line is counted.)
+    log = worker.log()
+    first, second = [match.start() for match in PRELOADED.finditer(log)][:2]
+    loads = [match.start() for match in re.finditer(r"Loaded model xray-tiny 1\.0\.0 from ", log[:second])]
+    assert len(loads) == 2, log
+    assert loads[0] < first < loads[1], log

@@ -114,3 +114,81 @@ def test_case_reading_order_follows_upload_and_result(xray_case, radiologist, ch
     xray_case.refresh_from_db()
     prediction = Prediction.objects.get(job=job)
     assert (xray_case.lead_label, xray_case.lead_probability) == (prediction.top_label, prediction.top_probability)
+
+
+def _chest_jpeg(size: int) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    from tests.conftest import RESOURCES
+
+    with PILImage.open(RESOURCES / "kermany_normal_1.jpg") as picture:
+        large = picture.convert("L").resize((size, size), PILImage.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    large.save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def test_a_large_upload_is_decoded_once(xray_case, radiologist, installed_models):
+    """A 2048 px upload is decoded at upload (to check it); the worker reads the decoded copy
+    stored beside it, resized to the model's input, and gets the same input and gate measures
+    as decoding the file. The stored file is not read again: damaged after the upload, the job
+    still succeeds with the probabilities of the original."""
+    import io
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from diagnosis.uploads import read_worker_copy
+    from ml import gate, inference
+    from ml.registry import model_for
+
+    data = _chest_jpeg(2048)
+    job = _upload(xray_case, radiologist, data, name="large.jpg")
+    spec = model_for("xray", installed_models)
+    size = (spec.preprocessing.width, spec.preprocessing.height)
+    with job.image.file.storage.open(services.worker_copy_name(job.image)) as handle:
+        copy = read_worker_copy(handle)
+    with PILImage.open(io.BytesIO(data)) as picture:
+        picture.load()
+        assert copy.measures == gate.image_measures(picture)
+        from_file = inference.prepare_input(spec, picture)
+    np.testing.assert_array_equal(inference.prepare_input(spec, copy.greys[size]), from_file)
+    expected = inference.predict(spec, io.BytesIO(data))
+
+    with open(job.image.file.path, "wb") as handle:
+        handle.write(b"not an image any more")
+    services.job_run(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message
+    assert job.prediction.probabilities == pytest.approx(expected, abs=1e-6)
+    assert (job.gate_scores["width"], job.gate_scores["height"]) == (2048, 2048)
+
+
+def test_a_batch_is_claimed_and_stored_in_one_statement_each_and_orders_its_case_once(
+    xray_case, radiologist, chest_xray_bytes, installed_models
+):
+    """Issue 11: one transaction claims the batch (one UPDATE starts every job), one stores it,
+    and the case's reading order is refreshed once for the batch, not once per saved row."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    jobs = [_upload(xray_case, radiologist, chest_xray_bytes) for _ in range(3)]
+    with CaptureQueriesContext(connection) as captured:
+        services.job_run(job_id=jobs[0].pk)
+    statements = [query["sql"] for query in captured.captured_queries]
+
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.status == InferenceJob.Status.SUCCEEDED
+    started = [sql for sql in statements if sql.startswith('UPDATE "diagnosis_inferencejob"') and "attempt" in sql]
+    assert len(started) == 1, statements
+    locks_of_the_case = [sql for sql in statements if 'FROM "diagnosis_case"' in sql and "FOR UPDATE" in sql]
+    assert len(locks_of_the_case) == 1, statements
+    inserted = [sql for sql in statements if sql.startswith('INSERT INTO "diagnosis_prediction"')]
+    assert len(inserted) == 3
+    xray_case.refresh_from_db()
+    lead = max((job.prediction for job in jobs), key=lambda p: (p.top_label != "normal", p.top_probability))
+    assert xray_case.lead_probability == pytest.approx(lead.top_probability)

@@ -77,8 +77,9 @@ def _job_deadline(startup: float) -> float:
 
 
 @pytest.fixture
-def workers(tmp_path, model_dir):
-    with WorkerPool(tmp_path / "workers", model_dir=model_dir) as pool:
+def workers(tmp_path, installed_models):
+    # installed_models: this process's departments run the tiny models too, so uploads' jobs name them.
+    with WorkerPool(tmp_path / "workers", model_dir=installed_models) as pool:
         yield pool
 
 

@@ -1,12 +1,13 @@
 """Worker batching: one task claims the other pending jobs of its modality and predicts them together."""
 
+import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from diagnosis import services
 from diagnosis.models import InferenceJob, Modality, Prediction
 from ml import inference
-from ml.registry import model_for
+from ml.registry import find_model, model_for
 from tests.conftest import RESOURCES
 from tests.factories import CaseFactory, PatientFactory
 from tests.workers import poison_jpeg_bytes
@@ -29,6 +30,14 @@ def make_job(radiologist):
 @pytest.fixture
 def resources():
     return sorted(RESOURCES.glob("kermany_*.jpg"))
+
+
+def without_worker_copy(job: InferenceJob) -> None:
+    """As an image uploaded before worker copies existed: the worker decodes the stored file."""
+    storage = job.image.file.storage
+    name = services.worker_copy_name(job.image)
+    assert storage.exists(name)
+    storage.delete(name)
 
 
 def test_one_task_runs_every_waiting_job_of_its_modality(make_job, resources, installed_models):
@@ -81,6 +90,7 @@ def test_batch_size_one_runs_only_the_tasks_job(make_job, resources, installed_m
 def test_an_unreadable_image_fails_alone(make_job, resources, installed_models, settings):
     good, broken, other = (make_job(path.read_bytes()) for path in resources[:3])
     # The stored file was damaged after upload (disk error, partial restore).
+    without_worker_copy(broken)
     with open(broken.image.file.path, "wb") as handle:
         handle.write(b"\x89PNG\r\n\x1a\n broken")
 
@@ -104,6 +114,7 @@ def test_poison_image_fails_alone_with_its_reason(make_job, resources, installed
     good, poison, other = (make_job(path.read_bytes()) for path in resources[:3])
     # The upload check refuses this file now (test_uploads_refuse_poison_jpeg); here it reached
     # storage anyway, as files uploaded before the check did.
+    without_worker_copy(poison)
     with open(poison.image.file.path, "wb") as handle:
         handle.write(poison_jpeg_bytes(resources[1].read_bytes()))
 
@@ -123,6 +134,7 @@ def test_poison_image_fails_alone_with_its_reason(make_job, resources, installed
 def test_missing_file_fails_alone_without_naming_a_path(make_job, resources, installed_models, settings):
     good, lost = (make_job(path.read_bytes()) for path in resources[:2])
     path = lost.image.file.path
+    without_worker_copy(lost)
     lost.image.file.storage.delete(lost.image.file.name)
 
     services.job_run(job_id=good.pk)
@@ -147,12 +159,69 @@ def test_jobs_out_of_attempts_are_not_batched(make_job, resources, installed_mod
 
 def test_no_model_fails_the_whole_batch_with_the_message(make_job, resources, settings, tmp_path):
     settings.XNET_MODEL_DIR = tmp_path
-    jobs = [make_job(path.read_bytes(), modality=Modality.CT) for path in resources[:2]]
+    jobs = [make_job(path.read_bytes(), modality=Modality.CT) for path in resources[:3]]
+    named = jobs[0].model_name, jobs[0].model_version
+    assert named[0], "uploads name the model their job runs (issue 12)"
+    # A job from before jobs named their model: the modality's newest installed model runs it.
+    InferenceJob.objects.filter(pk__in=[job.pk for job in jobs[1:]]).update(model_name="", model_version="")
     services.job_run(job_id=jobs[0].pk)
     for job in jobs:
         job.refresh_from_db()
         assert job.status == InferenceJob.Status.FAILED
-        assert job.error_message == "no model installed for CT"
+    assert jobs[0].error_message == f"model {named[0]} {named[1]} is not installed"
+    assert {job.error_message for job in jobs[1:]} == {"no model installed for CT"}
+
+
+def _second_version(model_dir, tmp_path):
+    """The tiny X-ray model installed twice: as it is, and as version 2.0.0 whose head is changed
+    (the softmax bias shifted), so the two give different probabilities."""
+    import json
+    import shutil
+
+    import keras
+
+    root = tmp_path / "models"
+    shutil.copytree(model_dir, root)
+    second = shutil.copytree(root / "xray-tiny", root / "xray-tiny-2")
+    meta = json.loads((second / "model.json").read_text())
+    meta["version"] = "2.0.0"
+    (second / "model.json").write_text(json.dumps(meta))
+    model = keras.saving.load_model(second / "model.keras", compile=False)
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel, bias + np.arange(len(bias), dtype=bias.dtype)])
+    model.save(second / "model.keras")
+    return root
+
+
+def test_two_models_of_a_modality_run_in_one_batch_each_on_its_own_jobs(
+    make_job, resources, settings, tmp_path, model_dir
+):
+    """Issue 12 runs every active model version on an upload: one job per model. The worker runs
+    the model each job names, one model call per model, in the same claimed batch."""
+    settings.XNET_MODEL_DIR = _second_version(model_dir, tmp_path)
+    versions = [("xray-tiny", "1.0.0"), ("xray-tiny", "2.0.0")]
+    jobs = []
+    for path in resources[:2]:
+        first = make_job(path.read_bytes())
+        InferenceJob.objects.filter(image=first.image).delete()  # whatever the department runs now
+        jobs += [InferenceJob.objects.create(image=first.image, model_name=n, model_version=v) for n, v in versions]
+
+    services.job_run(job_id=jobs[0].pk)
+
+    specs = {
+        (spec.name, spec.version): spec for spec in (find_model(settings.XNET_MODEL_DIR, *key) for key in versions)
+    }
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message
+        assert (job.worker, job.started_at) == (jobs[0].worker, jobs[0].started_at)  # one claim
+        prediction = job.prediction
+        assert (prediction.model_name, prediction.model_version) == (job.model_name, job.model_version)
+        alone = inference.predict(specs[(job.model_name, job.model_version)], job.image.file.path)
+        assert prediction.probabilities == pytest.approx(alone, abs=1e-5)
+    # The two versions really differ, so a job run on the wrong model would show.
+    by_image = [(a.prediction.probabilities, b.prediction.probabilities) for a, b in (jobs[0:2], jobs[2:4])]
+    assert all(first != pytest.approx(second, abs=1e-3) for first, second in by_image)
 
 
 def test_every_batch_size_reuses_one_traced_function(model_dir):
