@@ -182,7 +182,8 @@ class Delivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    claimed_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="when the current or last attempt began")
+    next_attempt_at = models.DateTimeField(null=True, blank=True, help_text="when a waiting retry is due")
     sent_at = models.DateTimeField(null=True, blank=True)
     resent_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"

@@ -19,6 +19,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from pydicom.uid import generate_uid
 
@@ -412,19 +413,20 @@ def delivery_claim(*, delivery_id: int) -> Delivery | None:
 
 def delivery_succeeded(*, delivery: Delivery) -> None:
     Delivery.objects.filter(pk=delivery.pk).update(
-        status=Delivery.Status.SENT, sent_at=timezone.now(), last_error="", claimed_at=None
+        status=Delivery.Status.SENT, sent_at=timezone.now(), last_error="", next_attempt_at=None
     )
 
 
 def delivery_failed(*, delivery: Delivery, error: str, permanent: bool = False) -> int | None:
     """Record a failed attempt; the seconds to wait before the next one, None when giving up."""
     give_up = permanent or delivery.attempts >= settings.XNET_DICOM_DELIVERY_ATTEMPTS
+    delay = None if give_up else retry_delay(delivery.attempts)
     Delivery.objects.filter(pk=delivery.pk).update(
         status=Delivery.Status.FAILED if give_up else Delivery.Status.RETRYING,
         last_error=error[:2000],
-        claimed_at=None,
+        next_attempt_at=None if give_up else timezone.now() + timedelta(seconds=delay),
     )
-    return None if give_up else retry_delay(delivery.attempts)
+    return delay
 
 
 def delivery_resend(*, delivery: Delivery, user: User) -> Delivery:
@@ -440,20 +442,34 @@ def delivery_resend(*, delivery: Delivery, user: User) -> Delivery:
         locked.attempts = 0
         locked.last_error = ""
         locked.resent_by = user
-        locked.save(update_fields=["status", "attempts", "last_error", "resent_by"])
+        locked.claimed_at = timezone.now()  # the sweeper counts its grace from the resend
+        locked.save(update_fields=["status", "attempts", "last_error", "resent_by", "claimed_at"])
         transaction.on_commit(partial(delivery_enqueue, delivery_id=locked.pk), robust=True)
     return locked
 
 
-def deliveries_requeue(*, older_than: int = 300) -> int:
-    """Publish again deliveries whose message may be lost (pending or retrying for long)."""
-    before = timezone.now() - timedelta(seconds=older_than)
-    ids = list(
+def deliveries_lost(*, grace: int = 60) -> list[int]:
+    """Deliveries whose message is lost: never sent off (broker down when the result came), a
+    retry overdue by `grace` seconds, or an attempt whose worker died mid-send (claimed longer ago
+    than four timeouts)."""
+    now = timezone.now()
+    due = now - timedelta(seconds=grace)
+    stale = now - timedelta(seconds=settings.XNET_DICOM_TIMEOUT * 4)
+    return list(
         Delivery.objects.filter(
-            status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING], created_at__lt=before
-        ).values_list("pk", flat=True)
+            Q(status=Delivery.Status.PENDING, created_at__lt=due, claimed_at__isnull=True)
+            | Q(status=Delivery.Status.PENDING, claimed_at__lt=due)
+            | Q(status=Delivery.Status.RETRYING, next_attempt_at__lt=due)
+            | Q(status=Delivery.Status.SENDING, claimed_at__lt=stale)
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
-    return sum(delivery_enqueue(delivery_id=pk) for pk in ids)
+
+
+def deliveries_requeue(*, grace: int = 60) -> int:
+    """Publish the lost deliveries again; a duplicate message costs one refused claim."""
+    return sum(delivery_enqueue(delivery_id=pk) for pk in deliveries_lost(grace=grace))
 
 
 def listener_address() -> str:

@@ -18,6 +18,7 @@ def deliver(self, delivery_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def requeue_deliveries() -> int:
+    """Beat's sweeper for deliveries whose message was lost (see services.deliveries_requeue)."""
     from dicomnet.services import deliveries_requeue
 
     return deliveries_requeue()

@@ -278,6 +278,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(XNET_SWEEP_INTERVAL),
         "options": {"queue": "maintenance", "expires": float(XNET_SWEEP_INTERVAL)},
     },
+    # DICOM deliveries whose message was lost (broker down, worker killed mid-send): published again.
+    "requeue-dicom-deliveries": {
+        "task": "dicomnet.tasks.requeue_deliveries",
+        "schedule": 60.0,
+        "options": {"queue": "dicom", "expires": 60.0},
+    },
     # Drift alarms (modelops): each day, the last complete weeks of every active model version.
     "check-model-drift": {
         "task": "modelops.tasks.check_drift",
