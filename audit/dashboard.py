@@ -36,6 +36,7 @@ from reviews.models import Report
 
 DEFAULT_WEEKS = 12
 MAX_WEEKS = 156  # three years of weekly rows at most
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)  # no date arithmetic overflow near year 9999
 
 Key = tuple[str, str]
 
@@ -366,6 +367,12 @@ class DashboardRangeForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
+        if self.errors:
+            return data
+        for name in ("start", "end"):
+            day = data.get(name)
+            if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+                self.add_error(name, f"Enter a day between {FIRST_DAY} and {LAST_DAY}.")
         if self.errors:
             return data
         end = data.get("end") or timezone.localdate()

@@ -42,7 +42,7 @@ def _department(request: HttpRequest) -> Department:
     if user.is_superuser:
         raw = request.GET.get("department", "")
         if raw:
-            if not raw.isdigit():
+            if not raw.isdigit() or len(raw) > 18:  # a database integer: no overflow into a 500
                 raise DepartmentNeeded(f"“{raw[:40]}” is not a department id.")
             department = Department.objects.filter(pk=int(raw)).first()
             if department is None:

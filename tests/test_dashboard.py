@@ -303,6 +303,8 @@ def test_dashboard_page_with_a_range(weekly_data, dept, admin, client):
         ({"start": "2026-11-22", "end": "2026-11-02"}, "The start date is after the end date."),
         ({"start": "yesterday"}, "Enter a valid date."),
         ({"start": "2020-01-01", "end": "2026-11-02"}, "Choose at most 156 weeks."),
+        ({"end": "9999-12-31"}, "Enter a day between 1900-01-01 and 2999-12-31."),
+        ({"start": "0001-01-01", "end": "0001-01-02"}, "Enter a day between 1900-01-01 and 2999-12-31."),
     ],
 )
 def test_a_bad_range_is_a_400_with_its_message(query, message, dept, admin, client):

@@ -254,7 +254,11 @@ def test_site_admin_chooses_a_department(cases, dept, client, django_user_model)
     assert response.status_code == 400
     assertContains(response, "Model statuses are per department: choose one.", status_code=400)
     assertContains(response, f"?department={dept.pk}", status_code=400)
-    for bad, message in (("abc", "is not a department id"), ("999999", "No department with id 999999")):
+    for bad, message in (
+        ("abc", "is not a department id"),
+        ("9" * 40, "is not a department id"),
+        ("999999", "No department with id 999999"),
+    ):
         assertContains(client.get(url, {"department": bad}), message, status_code=400)
     response = client.get(url, {"department": dept.pk})
     assert response.status_code == 200
