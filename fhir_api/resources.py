@@ -184,14 +184,10 @@ def diagnostic_report(*, report: Report, case: Case, pdf: bytes, with_ai: bool) 
     }
 
 
-def search_bundle(*, entries: list[tuple[dict, str]], self_url: str, base_url: str) -> dict:
-    """A searchset Bundle: (resource, "match" | "include") pairs; total counts the matches."""
-    bundle: dict = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": sum(1 for _, mode in entries if mode == "match"),
-        "link": [{"relation": "self", "url": self_url}],
-    }
+def search_bundle(*, entries: list[tuple[dict, str]], total: int, links: list[dict], base_url: str) -> dict:
+    """A searchset Bundle of one page: (resource, "match" | "include") pairs; total counts every
+    match of the search, on all pages."""
+    bundle: dict = {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links}
     if entries:  # FHIR forbids empty arrays: no match, no "entry"
         bundle["entry"] = [
             {

@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 # _format is the FHIR way to ask for a representation: JSON is the only one served.
 JSON_FORMATS = {"json", "application/json", FHIR_JSON}
+# Reports a search page holds by default and at most: each carries its signed PDF, rendered for
+# the request (tens to hundreds of milliseconds each).
+SEARCH_PAGE_SIZE = 10
+SEARCH_MAX_PAGE_SIZE = 50
 # FHIR issue types by HTTP status (http://hl7.org/fhir/valueset-issue-type.html).
 ISSUE_CODES = {
     400: "invalid",
@@ -156,9 +160,26 @@ class DiagnosticReportRead(FhirView):
 
 class DiagnosticReportSearch(FhirView):
     """?patient=<id> (or Patient/<id>): that patient's signed reports, newest first, with the
-    Patient as an included entry. Another department's patient finds nothing, as an unknown one."""
+    Patient as an included entry. Another department's patient finds nothing, as an unknown one.
 
-    allowed_parameters = ("patient",)
+    Paged: _count reports a page (each carries its PDF, rendered per request), _page from 1;
+    the Bundle's total counts them all and its next/previous links walk the pages."""
+
+    allowed_parameters = ("patient", "_count", "_page")
+
+    def _whole_number(self, name: str, default: int, maximum: int | None = None) -> int:
+        value = self.request.query_params.get(name)
+        if value is None:
+            return default
+        if not value.isdigit() or int(value) < 1 or (maximum is not None and int(value) > maximum):
+            limit = f" up to {maximum}" if maximum is not None else ""
+            raise exceptions.ValidationError(f"{name} must be a whole number from 1{limit}, not '{value[:32]}'.")
+        return int(value)
+
+    def _link(self, relation: str, page: int) -> dict:
+        query = self.request.query_params.copy()
+        query["_page"] = str(page)
+        return {"relation": relation, "url": self.request.build_absolute_uri(f"?{query.urlencode()}")}
 
     def get(self, request: Request) -> Response:
         value = request.query_params.get("patient")
@@ -167,14 +188,21 @@ class DiagnosticReportSearch(FhirView):
         reference = value.removeprefix("Patient/")
         if not reference.isdigit() or len(reference) > 18:
             raise exceptions.ValidationError(f"patient must be a Patient id (123 or Patient/123), not '{value[:64]}'.")
-        reports = list(selectors.signed_reports(user=request.user).filter(case__patient_id=int(reference)))
+        count = self._whole_number("_count", SEARCH_PAGE_SIZE, SEARCH_MAX_PAGE_SIZE)
+        page = self._whole_number("_page", 1)
+        found = selectors.signed_reports(user=request.user).filter(case__patient_id=int(reference))
+        total = found.count()
+        reports = list(found[(page - 1) * count : page * count])
         entries: list[tuple[dict, str]] = [(self.diagnostic_report(report), "match") for report in reports]
         if reports:
             entries.append((resources.patient_resource(reports[0].case.patient), "include"))
             self.audit(AuditEvent.Action.PATIENT_VIEW, "patient", reports[0].case.patient_id)
-        bundle = resources.search_bundle(
-            entries=entries, self_url=request.build_absolute_uri(), base_url=self.base_url()
-        )
+        links = [{"relation": "self", "url": request.build_absolute_uri()}]
+        if page * count < total:
+            links.append(self._link("next", page + 1))
+        if page > 1:
+            links.append(self._link("previous", page - 1))
+        bundle = resources.search_bundle(entries=entries, total=total, links=links, base_url=self.base_url())
         return Response(bundle)
 
 

@@ -141,6 +141,27 @@ def test_search_by_patient(api, radiologist):
         ]
 
 
+def test_search_pages(api, radiologist):
+    patient = PatientFactory(department=radiologist.department, created_by=radiologist)
+    reports = [signed_case(radiologist, patient=patient, impression=f"Report {n}.")[1] for n in range(3)]
+    newest_first = [str(report.pk) for report in reversed(reports)]
+    seen = []
+    url = f"/fhir/DiagnosticReport?patient={patient.pk}&_count=2"
+    for expected in (newest_first[:2], newest_first[2:]):
+        bundle = Bundle.parse_obj(fhir_json(api.get(url)))
+        assert bundle.total == 3
+        matches = [entry.resource.id for entry in bundle.entry if entry.search.mode == "match"]
+        assert matches == expected
+        seen += matches
+        links = {link.relation: link.url for link in bundle.link}
+        url = links.get("next", "").removeprefix("http://testserver")
+    assert seen == newest_first
+    assert url == ""  # no next link on the last page
+    assert links["previous"].endswith("_page=1")
+    past = Bundle.parse_obj(fhir_json(api.get(f"/fhir/DiagnosticReport?patient={patient.pk}&_page=9")))
+    assert (past.total, past.entry) == (3, None)
+
+
 def test_search_finding_nothing_is_an_empty_bundle(api, radiologist):
     patient = PatientFactory(department=radiologist.department, created_by=radiologist)
     bundle = Bundle.parse_obj(fhir_json(api.get("/fhir/DiagnosticReport", {"patient": patient.pk})))
@@ -192,6 +213,9 @@ def test_an_unsigned_case_has_no_report(api, radiologist):
         ({"patient": "abc"}, "invalid"),
         ({"patient": "Practitioner/1"}, "invalid"),
         ({"patient": ""}, "invalid"),
+        ({"patient": "1", "_count": "0"}, "invalid"),
+        ({"patient": "1", "_count": "51"}, "invalid"),
+        ({"patient": "1", "_page": "-1"}, "invalid"),
     ],
 )
 def test_bad_searches_are_refused(api, query, code):
