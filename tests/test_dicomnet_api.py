@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 from diagnosis.models import Case, Image, InferenceJob, Patient
 from dicomnet.models import Delivery, DicomNode, IntakeEvent, StudyLink
 from tests.conftest import token_client
-from tests.dicom_files import UID_ROOT, make_dicom, pydicom_file
+from tests.dicom_files import UID_ROOT, make_dicom, pydicom_file, rewrite
 from tests.factories import CaseFactory, PatientFactory
 
 pytestmark = pytest.mark.django_db
@@ -198,3 +198,28 @@ def test_dicom_page_admin_adds_nodes_radiologist_reads(client, department_admin,
     assert "KNEE" in page.content.decode()
     assert "MODALITY1" not in page.content.decode()
     assert client.post("/dicom/", {"name": "y", "ae_title": "Y", "direction": "incoming"}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("make", "code"),
+    [
+        (lambda: pydicom_file("rtplan.dcm"), "dicom_no_pixels"),
+        (lambda: pydicom_file("test-SR.dcm"), "dicom_no_pixels"),
+        (
+            lambda: rewrite(pydicom_file("JPEG-LL.dcm"), Modality="CR", BodyPartExamined="CHEST"),
+            "dicom_unsupported_compression",
+        ),
+        (lambda: pydicom_file("US1_UNCR.dcm"), "dicom_wrong_modality"),
+        (lambda: make_dicom(body_part="ABDOMEN"), "dicom_not_chest"),
+    ],
+    ids=["rt plan", "structured report", "undecodable", "ultrasound", "abdomen"],
+)
+def test_stow_refuses_each_kind_the_upload_refuses(api, make, code):
+    response = stow(api, make())
+    assert response.status_code == 409
+    [failed] = response.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0xC000]
+    event = IntakeEvent.objects.get()
+    assert (event.outcome, event.code) == ("refused", code)
+    assert event.reason
+    assert not Image.objects.exists()
