@@ -95,7 +95,8 @@ def main() -> None:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    orthanc = Orthanc(scratch / "orthanc", xnet_ae=XNET_AE, xnet_port=listener_port)
+    # Its own AE title per run: the benchmark database keeps earlier runs' nodes.
+    orthanc = Orthanc(scratch / "orthanc", xnet_ae=XNET_AE, xnet_port=listener_port, ae_title=f"BENCH{os.getpid()}")
     flush_broker(settings.CELERY_BROKER_URL)
     worker = start_worker(
         scratch / "worker",
@@ -132,14 +133,17 @@ def main() -> None:
                 jobs = InferenceJob.objects.filter(image__case=case)
                 if jobs.exclude(status__in=InferenceJob.FINISHED).exists():
                     return None
-                succeeded = jobs.filter(status=InferenceJob.Status.SUCCEEDED).count()
+                # Jobs of silent models run too (issue 12); only the assistive model's results go out.
+                succeeded = jobs.filter(
+                    status=InferenceJob.Status.SUCCEEDED, model_name=spec.name, model_version=spec.version
+                ).count()
                 deliveries = Delivery.objects.filter(case=case)
                 if deliveries.filter(status=Delivery.Status.FAILED).exists():
                     raise SystemExit(f"A delivery failed: {deliveries.filter(status='failed').first().last_error}")
                 if deliveries.count() < 2 * succeeded or deliveries.exclude(status=Delivery.Status.SENT).exists():
                     return None
                 return {
-                    "jobs": jobs.count(),
+                    "jobs": jobs.filter(model_name=spec.name, model_version=spec.version).count(),
                     "succeeded": succeeded,
                     "deliveries": deliveries.count(),
                     "last": max((d.sent_at.timestamp() for d in deliveries), default=stored_at),
@@ -166,6 +170,9 @@ def main() -> None:
     )
     print(f"  machine : {machine()}")
     print(f"  model   : {spec.name} {spec.version}; one worker (prefork, one child), one listener process")
+    print(
+        f"  instance: {pixels.shape[1]}x{pixels.shape[0]} px, 16-bit, {len(template.PixelData) // 1024} KiB of pixels"
+    )
     print()
     print("| instances | store time | stored/s | last result back in Orthanc | jobs succeeded | objects sent back |")
     print("|---:|---:|---:|---:|---:|---:|")
