@@ -114,6 +114,8 @@ def ai_observation(report: Report) -> dict:
     for entry in report.ai_results or []:
         if entry.get("job") == report.ai_job_id:
             probabilities = entry.get("probabilities") or {}
+            if entry.get("model_status"):  # the model's status and evidence when signed (issue 12)
+                observation["note"] = [{"text": f"Model status when signed: {entry['model_status']}"}]
     if not probabilities and report.ai_probability is not None:
         probabilities = {report.ai_label: report.ai_probability}
     components = [

@@ -11,13 +11,6 @@ from diagnosis.models import Case, Patient
 from reviews import selectors as review_selectors
 from reviews.models import Addendum, Report
 
-try:  # issue 12: only an assistive model's result is shown outside the platform
-    from diagnosis.model_status import is_assistive
-except ImportError:  # model status not installed: every model's result is shown, as before
-
-    def is_assistive(*, department_id: int, model_name: str, model_version: str) -> bool:
-        return True
-
 
 def signed_reports(*, user: User) -> QuerySet[Report]:
     """The department's signed reports with what the FHIR resources need, newest first."""
@@ -46,12 +39,8 @@ def case_for_pdf(*, user: User, report: Report) -> Case:
 
 
 def ai_finding_shown(report: Report) -> bool:
-    """The report's AI finding leaves the platform only when its model is assistive in the
-    department now (a silent model's result is for local validation, never for the record)."""
-    if not report.ai_label:
-        return False
-    return is_assistive(
-        department_id=report.case.patient.department_id,
-        model_name=report.ai_model_name,
-        model_version=report.ai_model_version,
-    )
+    """Whether the report holds an AI finding. Sign-off records only results of models that were
+    assistive in the department (issue 12: a silent model's result is never shown, so never signed
+    against); a model demoted after the signature keeps its result in the signed record, as in
+    the PDF that goes with it."""
+    return bool(report.ai_label)

@@ -23,7 +23,7 @@ from diagnosis.models import Case, ModelDeployment
 from reviews import services as review_services
 from reviews.models import Report
 from tests.conftest import token_client
-from tests.factories import CaseFactory, PatientFactory, PredictionFactory
+from tests.factories import CaseFactory, ModelDeploymentFactory, PatientFactory, PredictionFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -111,14 +111,29 @@ def test_other_finding_has_text_and_no_code(api, radiologist):
     assert not resource.conclusionCode[0].coding
 
 
-def test_a_silent_models_result_is_left_out(api, radiologist):
+def test_a_model_demoted_after_signing_keeps_its_signed_result(api, radiologist):
+    """The signed record keeps the AI result its signer saw, as the PDF in it does."""
     _, report = signed_case(radiologist)
     ModelDeployment.objects.filter(department=radiologist.department, model_name="test-xray").update(
         status=ModelDeployment.Status.SILENT
     )
     resource = DiagnosticReport.parse_obj(fhir_json(api.get(f"/fhir/DiagnosticReport/{report.pk}")))
+    ai = {item.id: item for item in resource.contained}["ai-finding"]
+    assert (SNOMED, "233604007") in codes(ai.valueCodeableConcept)
+    assert ai.note[0].text.startswith("Model status when signed: assistive since")
+
+
+def test_a_silent_models_result_is_never_in_a_report(api, radiologist):
+    ModelDeploymentFactory(department=radiologist.department, model_name="test-xray-silent")  # silent
+    case = CaseFactory(patient=PatientFactory(department=radiologist.department, created_by=radiologist))
+    PredictionFactory(job__image__case=case, job__model_name="test-xray-silent")
+    report = review_services.report_sign(
+        case=case, signed_by=radiologist, agrees_with_ai=False, final_label="normal", impression="Clear lungs."
+    )
+    resource = DiagnosticReport.parse_obj(fhir_json(api.get(f"/fhir/DiagnosticReport/{report.pk}")))
     assert [item.id for item in resource.contained] == ["radiologist-finding"]
     assert [ref.reference for ref in resource.result] == ["#radiologist-finding"]
+    assert (SNOMED, "17621005") in codes(resource.conclusionCode[0])
 
 
 def test_search_by_patient(api, radiologist):

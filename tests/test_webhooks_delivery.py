@@ -18,7 +18,13 @@ from django.utils import timezone
 
 from diagnosis.models import InferenceJob
 from reviews import services as review_services
-from tests.factories import CaseFactory, DepartmentAdminFactory, PatientFactory, PredictionFactory
+from tests.factories import (
+    CaseFactory,
+    DepartmentAdminFactory,
+    ModelDeploymentFactory,
+    PatientFactory,
+    PredictionFactory,
+)
 from webhooks import security, services
 from webhooks.models import Delivery, Event, Subscription
 
@@ -252,6 +258,11 @@ def test_a_finished_job_becomes_a_delivery(
     }
     assert data["case"] == {"id": case.pk, "modality": "xray"}
     assert data["image"] == {"id": job.image_id, "position": 1}
+    # A silent model's job is no event: its result stays inside XNET (the API answers 404 for it).
+    ModelDeploymentFactory(department=radiologist.department, model_name="test-xray-silent")
+    with django_capture_on_commit_callbacks(execute=True):
+        PredictionFactory(job__image__case=case, job__model_name="test-xray-silent")
+    assert Delivery.objects.count() == 1
     # A pending or running job is no event; a finished job saved again for another field is none.
     with django_capture_on_commit_callbacks(execute=True):
         InferenceJob.objects.get(pk=job.pk).save(update_fields=["gate_scores"])

@@ -1,7 +1,8 @@
 """What each event says: small JSON documents with ids and the result, never the images.
 
-job.finished: the job's status and, for a succeeded job of a model that is assistive in the
-department, its result (a silent model's result stays inside XNET, as on the pages).
+job.finished: the job's status and, when it succeeded, its result; only for jobs of a model that
+is assistive in the department (issue 12): a silent model's jobs stay inside XNET, as on the pages
+and in the API, where they are 404s.
 report.signed: the signed report's findings, and the FHIR address of the full report.
 """
 
@@ -9,17 +10,11 @@ from __future__ import annotations
 
 from django.urls import reverse
 
+from diagnosis.model_status import is_assistive
 from diagnosis.models import InferenceJob, Prediction
 from reviews.models import Report
 from webhooks import services
 from webhooks.models import Event
-
-try:  # issue 12: only an assistive model's result leaves the platform
-    from diagnosis.model_status import is_assistive
-except ImportError:  # model status not installed: every model's result is shown, as before
-
-    def is_assistive(*, department_id: int, model_name: str, model_version: str) -> bool:
-        return True
 
 
 def _iso(value) -> str | None:
@@ -36,11 +31,11 @@ def job_finished(job_id: int) -> None:
         return
     case = job.image.case
     department_id = case.patient.department_id
+    if not is_assistive(department_id=department_id, model_name=job.model_name, model_version=job.model_version):
+        return
     result = None
     prediction = Prediction.objects.filter(job=job).first()
-    if prediction is not None and is_assistive(
-        department_id=department_id, model_name=prediction.model_name, model_version=prediction.model_version
-    ):
+    if prediction is not None:
         result = {
             "label": prediction.top_label,
             "probability": prediction.top_probability,
