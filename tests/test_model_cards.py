@@ -7,8 +7,16 @@ import pytest
 from django.urls import reverse
 from PIL import Image as PILImage
 
+from accounts.models import Department
 from diagnosis import services
-from tests.factories import CaseFactory, ImageFactory, InferenceJobFactory, PatientFactory, PredictionFactory
+from tests.factories import (
+    CaseFactory,
+    ImageFactory,
+    InferenceJobFactory,
+    PatientFactory,
+    PredictionFactory,
+    speaking_models,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +36,8 @@ def carded_models(settings, model_dir, tmp_path):
     (folder / "xray-tiny" / "CARD.md").write_text(CARD)
     PILImage.new("RGB", (40, 30), "white").save(folder / "xray-tiny" / "roc_curves.png")
     settings.XNET_MODEL_DIR = folder
+    for department in Department.objects.all():
+        speaking_models(department)  # the tiny models speak, as installed_models does it
     return folder
 
 

@@ -7,7 +7,14 @@ from rest_framework.test import APIClient
 
 from diagnosis.models import Case, InferenceJob
 from reviews.models import Addendum, Report
-from tests.factories import CaseFactory, InferenceJobFactory, PatientFactory, PredictionFactory
+from tests.factories import (
+    CaseFactory,
+    InferenceJobFactory,
+    ModelDeploymentFactory,
+    PatientFactory,
+    PredictionFactory,
+    assistive,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -174,7 +181,9 @@ def test_anonymous_is_401(case):
 
 def test_signing_checks_the_ai_result_reviewed(api, case):
     job = InferenceJob.objects.get()
-    PredictionFactory(job__image=job.image, top_label="covid", top_probability=0.9)  # re-run after review
+    # A newer result after review: of a version promoted meanwhile (issue 12: one result per model per image)
+    PredictionFactory(job__image=job.image, job__model_version="2.0.0", top_label="covid", top_probability=0.9)
+    assistive(ModelDeploymentFactory(department=case.patient.department, model_name="test-xray", model_version="2.0.0"))
     body = error(sign(api, case, shown_ai_job_id=job.pk), 409)
     assert body["code"] == "ai_result_changed"
     assert not Report.objects.exists()
