@@ -188,14 +188,24 @@
   };
 
   Viewport.prototype.loadPixels = function () {
-    var self = this, loading;
+    var self = this, loading, started = performance.now();
+    // How long each step took (benchmarks/viewer.py reads these).
+    this.timings = {};
     if (this.isDicom) {
       loading = fetch(this.data.pixelsUrl, { credentials: "same-origin" }).then(function (response) {
         if (!response.ok) {
           throw new Error("status " + response.status);
         }
         return response.arrayBuffer();
-      }).then(decodePng16);
+      }).then(function (buffer) {
+        self.timings.fetchMs = performance.now() - started;
+        self.timings.bytes = buffer.byteLength;
+        var decoding = performance.now();
+        return decodePng16(buffer).then(function (pixels) {
+          self.timings.decodeMs = performance.now() - decoding;
+          return pixels;
+        });
+      });
     } else {
       loading = loadImage(this.data.imageUrl).then(greyValues);
     }
@@ -216,6 +226,7 @@
       self.preset = "default";
       self.ready = true;
       self.render();
+      self.timings.readyMs = performance.now() - started;
       // The windowed canvas covers the image: hide OpenSeadragon's own 8-bit drawing, whose
       // edge would otherwise show past the canvas's by a fraction of a pixel.
       self.item.setOpacity(0);
@@ -233,6 +244,7 @@
     if (!this.ready) {
       return;
     }
+    var began = performance.now();
     var p = this.pixels, size = p.max + 1, lut = new Uint32Array(size);
     var center = this.window.center, width = Math.max(this.window.width, 1);
     var flip = this.monochrome1 !== this.invert;
@@ -249,6 +261,7 @@
       out[i] = lut[values[i]];
     }
     this.context.putImageData(this.imageData, 0, 0);
+    this.timings.renderMs = performance.now() - began;
     this.root.dataset.shownCenter = String(Math.round(center * 10) / 10);
     this.root.dataset.shownWidth = String(Math.round(width * 10) / 10);
     this.showReadout();
