@@ -8,6 +8,7 @@ happen. A refusal raises ModelOpsRefusal with a message for the user and writes 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.conf import settings
@@ -191,6 +192,57 @@ def describe_statistic(statistic: str) -> str:
         "ood_tail": "images beyond the gate's feature-distance threshold",
         "agreement": "agreement with signed labels",
     }.get(statistic, statistic)
+
+
+@dataclass
+class DriftWeek:
+    """One week of one deployment beside its bands, for the validation page."""
+
+    start: date
+    stats: M.WeekStats
+    checks: list[M.Check]
+
+    @property
+    def label(self) -> str:
+        year, week, _ = self.start.isocalendar()
+        return f"{year}-W{week:02d}"
+
+    def check(self, statistic: str) -> M.Check | None:
+        return next((c for c in self.checks if c.statistic == statistic), None)
+
+    @property
+    def out_of_band(self) -> list[M.Check]:
+        return [c for c in self.checks if c.out_of_band]
+
+    @property
+    def distance_median(self) -> float | None:
+        return self.stats.distance_quantile(0.5)
+
+    @property
+    def distance_p90(self) -> float | None:
+        return self.stats.distance_quantile(0.9)
+
+
+def drift_weeks(*, deployment: ModelDeployment, weeks: list[date]) -> list[DriftWeek] | None:
+    """The weekly statistics of a deployment with their bands, newest week first; None when the
+    version's folder (its reference figures) is not installed."""
+    spec = selectors.model_spec(deployment.model_name, deployment.model_version)
+    if spec is None:
+        return None
+    reference = M.DriftReference.from_model_json(spec.card)
+    result = []
+    for week_start in sorted(weeks, reverse=True):
+        stats = selectors.week_stats(
+            department_id=deployment.department_id,
+            name=deployment.model_name,
+            version=deployment.model_version,
+            week_start=week_start,
+        )
+        checks = M.evaluate_week(
+            reference, stats, alpha=settings.XNET_DRIFT_ALPHA, min_n=settings.XNET_DRIFT_MIN_WEEKLY_N
+        )
+        result.append(DriftWeek(start=week_start, stats=stats, checks=checks))
+    return result
 
 
 def drift_check_week(*, deployment: ModelDeployment, week_start: date) -> DriftAlarm | None:

@@ -8,6 +8,7 @@ with the form's errors and a 400; nothing is written in either case.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -17,6 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.forms import add_service_errors
@@ -27,6 +29,8 @@ from diagnosis.models import ModelDeployment
 from ml.labels import display_name
 from modelops import selectors, services
 from modelops.forms import DemoteForm, PromoteForm
+
+DRIFT_WEEKS_SHOWN = 8  # the validation page's weekly table: this week (so far) and the 7 before
 
 
 class DepartmentNeeded(Exception):
@@ -129,6 +133,11 @@ def _render(
         "alarms": deployment.department.drift_alarms.filter(
             model_name=deployment.model_name, model_version=deployment.model_version
         )[:10],
+        "drift_weeks": services.drift_weeks(
+            deployment=deployment,
+            weeks=services.weeks_to_check(timezone.localdate() + timedelta(days=7), DRIFT_WEEKS_SHOWN),
+        ),
+        "drift_min_n": settings.XNET_DRIFT_MIN_WEEKLY_N,
         "promote_form": promote_form or PromoteForm(),
         "demote_form": demote_form or DemoteForm(),
         "query": _query(request, deployment.department),

@@ -5,6 +5,7 @@ none; the check is idempotent; the weekly statistics are read per image's latest
 # ruff: noqa: F811 - the fixtures imported from test_modelops_validation are requested by name
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
 
 import pytest
@@ -151,3 +152,27 @@ def test_email_backend_defaults_to_console():
     from xnet_site import settings as project_settings
 
     assert project_settings.EMAIL_BACKEND == "django.core.mail.backends.console.EmailBackend"
+
+
+def test_validation_page_shows_the_weeks_against_their_bands(dept, admins, client):
+    from django.urls import reverse
+
+    last_week = selectors.week_start_of(timezone.localdate()) - timedelta(weeks=1)
+    two_weeks_ago = last_week - timedelta(weeks=1)
+    week_of_images(dept, last_week, {"covid": 40})
+    week_of_images(dept, two_weeks_ago, LIKE_TEST)
+    client.force_login(admins[0])
+    page = client.get(reverse("modelops:validation", args=NEW)).content.decode()
+    rows = {
+        week: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+        for week, html in re.findall(r'<tr data-week="([^"]+)"[^>]*>(.*?)</tr>', page, flags=re.S)
+    }
+    assert len(rows) == 8
+    shifted = "{}-W{:02d}".format(*last_week.isocalendar()[:2])
+    normal = "{}-W{:02d}".format(*two_weeks_ago.isocalendar()[:2])
+    assert f'<tr data-week="{shifted}" class="out-of-band">' in page
+    assert "images predicted normal; images predicted pneumonia; images predicted covid" in rows[shifted]
+    assert "0.23 / 0.23" in rows[shifted]  # distance over threshold: 10 / 43.7
+    assert "0.0% (band 0.0%–" in rows[shifted]  # refusals, judged
+    assert rows[normal].strip().endswith("none")
+    assert f'<tr data-week="{normal}">' in page

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django import template
 
 from modelops import selectors, services
-from modelops.metrics import Rate
+from modelops.metrics import Check, Rate
 
 register = template.Library()
 
@@ -39,3 +39,20 @@ def observed(check: dict) -> str:
 def drift_alarms(department_id: int | None, limit: int = 20) -> dict:
     alarms = selectors.drift_alarms_for(department_id=department_id, limit=limit) if department_id else []
     return {"alarms": alarms}
+
+
+@register.filter
+def check_text(check: Check | None) -> str:
+    """A week's statistic and its band: "12.5 % (band 0.0–9.8 %)"; "—" when not measured."""
+    if check is None:
+        return "—"
+    fmt = "{:.3f}" if check.statistic == "mean_top_probability" else "{:.1%}"
+    text = fmt.format(check.observed)
+    if check.band is None:
+        return f"{text} (not judged, n={check.n})"
+    return f"{text} (band {fmt.format(check.band.low)}–{fmt.format(check.band.high)})"
+
+
+@register.filter
+def week_check(week, statistic: str) -> Check | None:
+    return week.check(statistic)
