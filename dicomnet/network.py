@@ -13,7 +13,7 @@ import pydicom
 from django.conf import settings
 from django.db import close_old_connections, connection
 from pydicom.dataset import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from dicomnet import services
@@ -21,8 +21,6 @@ from dicomnet.models import DicomNode, ReceivedInstance
 
 logger = logging.getLogger(__name__)
 
-# Transfer syntaxes XNET accepts from a sender: the uncompressed ones plus those pydicom decodes
-# with what is installed; the intake decides per instance and refuses what it cannot decode.
 REJECT_PERMANENT, SOURCE_SERVICE_USER, CALLING_AE_NOT_RECOGNISED = 0x01, 0x01, 0x03
 
 
@@ -102,7 +100,10 @@ HANDLERS = [
 
 def listener_ae(ae_title: str | None = None) -> AE:
     ae = AE(ae_title=ae_title or settings.XNET_DICOM_AE_TITLE)
-    ae.supported_contexts = AllStoragePresentationContexts
+    # Every transfer syntax: an instance XNET cannot decode is then refused by the intake with its
+    # reason (status C000), not by a silent presentation-context rejection the sender may not report.
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
     ae.add_supported_context(Verification)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = settings.XNET_DICOM_TIMEOUT
     ae.maximum_pdu_size = 0  # no limit

@@ -26,7 +26,7 @@ from diagnosis.models import Case, Image, InferenceJob, Patient
 from dicomnet.models import Delivery, DicomNode, IntakeEvent, ReceivedInstance, StudyLink
 from reviews.services import report_sign
 from tests.conftest import RESOURCES
-from tests.dicom_files import UID_ROOT, make_dicom, pydicom_file
+from tests.dicom_files import UID_ROOT, make_dicom, pydicom_file, rewrite
 from tests.orthanc import Orthanc
 from tests.workers import ROOT, WorkerPool, database_url_for_tests, free_port, wait_for
 
@@ -303,36 +303,37 @@ def test_c_echo_answers_a_known_node(node, listener):
 
 
 def test_non_chest_instance_is_refused_with_a_failure_status(orthanc, node, department, listener):
-    # pydicom's own MR file (a head) and a chest CR whose series is a knee.
-    mr = pydicom_file("MR_small.dcm")
+    # pydicom's own MR file (a head), a chest CR whose series is a knee, and a chest CR whose
+    # pixels are compressed as JPEG Lossless (nothing installed decodes it).
+    mr = pydicom.dcmread(io.BytesIO(pydicom_file("MR_small.dcm")))
+    knee = pydicom.dcmread(io.BytesIO(chest_instance(generate_uid(UID_ROOT), generate_uid(UID_ROOT), body_part="KNEE")))
+    lossless = pydicom.dcmread(
+        io.BytesIO(rewrite(pydicom_file("JPEG-LL.dcm"), Modality="CR", BodyPartExamined="CHEST", PatientID="X-1"))
+    )
     ae = AE(ae_title=orthanc.ae_title)
     ae.add_requested_context(MRImageStorage)
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.1")
+    ae.add_requested_context(lossless.SOPClassUID, lossless.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", listener.port, ae_title=XNET_AE)
     assert assoc.is_established
-    status = assoc.send_c_store(pydicom.dcmread(io.BytesIO(mr)))
-    knee = pydicom.dcmread(io.BytesIO(chest_instance(generate_uid(UID_ROOT), generate_uid(UID_ROOT), body_part="KNEE")))
-    knee_status = assoc.send_c_store(knee)
+    statuses = [assoc.send_c_store(ds) for ds in (mr, knee, lossless)]
     assoc.release()
-    assert status.Status == 0xC000
-    assert "MR" in status.ErrorComment
-    assert knee_status.Status == 0xC000
+    assert [s.Status for s in statuses] == [0xC000, 0xC000, 0xC000]
+    assert "MR" in statuses[0].ErrorComment
     events = list(IntakeEvent.objects.order_by("id"))
     assert [(e.outcome, e.code) for e in events] == [
         ("refused", "dicom_wrong_modality"),
         ("refused", "dicom_not_chest"),
+        ("refused", "dicom_unsupported_compression"),
     ]
+    assert "JPEG Lossless" in events[2].reason
     assert "knee" in events[1].reason.lower()
     assert not Case.objects.exists()
     assert not Image.objects.exists()
     # Orthanc's own send of the knee fails too (XNET answers a failure status).
     with pytest.raises(urllib.error.HTTPError):
         orthanc.store_to_xnet(
-            [
-                orthanc.upload(
-                    knee.__class__ and chest_instance(generate_uid(UID_ROOT), generate_uid(UID_ROOT), body_part="KNEE")
-                )
-            ]
+            [orthanc.upload(chest_instance(generate_uid(UID_ROOT), generate_uid(UID_ROOT), body_part="KNEE"))]
         )
     assert "refused" in listener.log()
 
