@@ -202,6 +202,42 @@ def search_bundle(*, entries: list[tuple[dict, str]], total: int, links: list[di
     return bundle
 
 
+def capability_statement(*, base_url: str, published: datetime) -> dict:
+    """What this server does (GET /fhir/metadata): JSON, reads of Patient and DiagnosticReport,
+    DiagnosticReport search by patient; nothing is written."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": instant(published),
+        "kind": "instance",
+        "software": {"name": "XNET"},
+        "implementation": {"description": "XNET signed chest-imaging reports", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "description": "Authorization: Token <key> (an XNET API token) or an XNET session; "
+                    "a user reads their own department's data only."
+                },
+                "resource": [
+                    {"type": "Patient", "interaction": [{"code": "read"}]},
+                    {
+                        "type": "DiagnosticReport",
+                        "interaction": [{"code": "read"}, {"code": "search-type"}],
+                        "searchParam": [
+                            {"name": "patient", "type": "reference", "documentation": "required: Patient/<id> or <id>"},
+                            {"name": "_count", "type": "number", "documentation": "reports a page, 1-50 (10)"},
+                            {"name": "_page", "type": "number", "documentation": "page number from 1"},
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+
+
 def operation_outcome(*, code: str, diagnostics: str, severity: str = "error") -> dict:
     """FHIR's error shape; code from the issue-type value set (not-found, invalid, ...)."""
     return {

@@ -11,6 +11,7 @@ import logging
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
@@ -36,6 +37,7 @@ JSON_FORMATS = {"json", "application/json", FHIR_JSON}
 # the request (tens to hundreds of milliseconds each).
 SEARCH_PAGE_SIZE = 10
 SEARCH_MAX_PAGE_SIZE = 50
+PUBLISHED = timezone.now()  # the CapabilityStatement's date: this code's, i.e. the process start
 # FHIR issue types by HTTP status (http://hl7.org/fhir/valueset-issue-type.html).
 ISSUE_CODES = {
     400: "invalid",
@@ -137,6 +139,16 @@ class FhirView(APIView):
         return resources.diagnostic_report(
             report=report, case=case, pdf=pdf, with_ai=selectors.ai_finding_shown(report)
         )
+
+
+class Metadata(FhirView):
+    """The CapabilityStatement: public, as FHIR clients read it before they authenticate."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    def get(self, request: Request) -> Response:
+        return Response(resources.capability_statement(base_url=self.base_url(), published=PUBLISHED))
 
 
 class PatientRead(FhirView):

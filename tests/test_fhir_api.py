@@ -13,6 +13,7 @@ import io
 import fhir.resources
 import pytest
 from fhir.resources.bundle import Bundle
+from fhir.resources.capabilitystatement import CapabilityStatement
 from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.operationoutcome import OperationOutcome
 from fhir.resources.patient import Patient as FhirPatient
@@ -283,3 +284,13 @@ def test_reads_are_audited(api, radiologist, outsider):
     ]
     assert events[0].detail["report"] == report.pk
     assert events[0].path == f"/fhir/DiagnosticReport/{report.pk}"
+
+
+def test_capability_statement_is_public(client):
+    statement = CapabilityStatement.parse_obj(fhir_json(client.get("/fhir/metadata")))
+    assert statement.fhirVersion == "4.0.1"
+    resources = {item.type: item for item in statement.rest[0].resource}
+    assert [i.code for i in resources["Patient"].interaction] == ["read"]
+    assert [i.code for i in resources["DiagnosticReport"].interaction] == ["read", "search-type"]
+    assert [p.name for p in resources["DiagnosticReport"].searchParam] == ["patient", "_count", "_page"]
+    assert statement.implementation.url == "http://testserver/fhir/"
