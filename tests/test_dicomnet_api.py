@@ -223,3 +223,18 @@ def test_stow_refuses_each_kind_the_upload_refuses(api, make, code):
     assert (event.outcome, event.code) == ("refused", code)
     assert event.reason
     assert not Image.objects.exists()
+
+
+def test_resend_button_is_for_department_admins(client, radiologist, department_admin, outsider, delivery):
+    client.force_login(radiologist)
+    assert "Resend" not in client.get(f"/cases/{delivery.case_id}/").content.decode()
+    assert client.post(f"/dicom/deliveries/{delivery.pk}/resend/").status_code == 403
+    client.force_login(outsider)
+    assert client.post(f"/dicom/deliveries/{delivery.pk}/resend/").status_code == 404
+    client.force_login(department_admin)
+    assert "Resend" in client.get(f"/cases/{delivery.case_id}/").content.decode()
+    response = client.post(f"/dicom/deliveries/{delivery.pk}/resend/")
+    assert response.status_code == 302
+    assert response["Location"] == f"/cases/{delivery.case_id}/"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
