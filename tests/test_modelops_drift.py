@@ -176,3 +176,17 @@ def test_validation_page_shows_the_weeks_against_their_bands(dept, admins, clien
     assert "0.0% (band 0.0%–" in rows[shifted]  # refusals, judged
     assert rows[normal].strip().endswith("none")
     assert f'<tr data-week="{normal}">' in page
+
+
+def test_the_alarm_is_in_the_departments_audit_log(dept, admins, client):
+    from django.urls import reverse
+
+    from tests.factories import TOTPDeviceFactory
+
+    week_of_images(dept, SHIFTED, {"covid": 40})
+    services.drift_check(weeks=[SHIFTED])
+    TOTPDeviceFactory(user=admins[0])
+    client.force_login(admins[0])
+    response = client.get(reverse("audit_log"), {"action": "drift_alarm"})
+    assert response.status_code == 200
+    assert "A model drifted (weekly drift alarm)" in response.content.decode()
