@@ -332,3 +332,34 @@ def test_a_prior_opens_beside_the_current_image(browser, live_server, radiologis
     screenshot(browser, "viewer_prior_beside")
     pane.find_element(By.CSS_SELECTOR, "[data-action=close-compare]").click()
     assert not pane.is_displayed()
+
+
+def test_ct_windows_in_hounsfield_units_with_presets(browser, live_server, radiologist):  # noqa: F811
+    patient = PatientFactory(department=radiologist.department, created_by=radiologist, **DICOM_PATIENT)
+    case = CaseFactory(patient=patient, created_by=radiologist, modality=Modality.CT)
+    # Rows from -1024 HU (air) to 1016 HU in steps of 8; chest named in the header.
+    values = np.repeat((np.arange(ROWS, dtype=np.int16) * 8)[:, None], COLS, axis=1)
+    data = make_dicom(values, modality="CT", rescale=(1, -1024), signed=True, bits_stored=16)
+    services.image_upload(case=case, file=upload(data), uploaded_by=radiologist)
+    sign_in(browser, live_server, radiologist)
+    browser.get(f"{live_server.url}/cases/{case.pk}/")
+    ready(browser)
+
+    labels = [button.text for button in browser.find_elements(By.CSS_SELECTOR, ".viewer-presets button")]
+    assert labels == ["Default", "Lung", "Mediastinum", "Bone"]
+    viewer = browser.find_element(By.CSS_SELECTOR, ".viewer")
+    # The intake's lung window is the default.
+    assert (viewer.get_attribute("data-shown-center"), viewer.get_attribute("data-shown-width")) == ("-600", "1500")
+    soft = image_point(browser, 0.5, (40 + 1024) / 8 / ROWS)  # the row at 40 HU
+    lung_grey = viewport_pixels(browser)[soft[1], soft[0]]
+    press(browser, "3")  # mediastinum: 40 HU sits mid-grey
+    WebDriverWait(browser, 10).until(lambda d: viewer.get_attribute("data-shown-width") == "400")
+    assert viewer.get_attribute("data-shown-center") == "40"
+    grey = viewport_pixels(browser)[soft[1], soft[0]]
+    # DICOM's linear window (PS3.3 C.11.2.1.2): 40 HU is 236 in the lung window, 128 in this one.
+    assert abs(int(lung_grey) - round(((40 + 600.5) / 1499 + 0.5) * 255)) <= 3
+    assert abs(int(grey) - round(((40 - 39.5) / 399 + 0.5) * 255)) <= 3
+    assert "HU" in browser.find_element(By.CSS_SELECTOR, ".viewer-readout").text
+    screenshot(browser, "viewer_ct_mediastinum")
+    press(browser, "i")  # invert
+    assert abs(int(viewport_pixels(browser)[soft[1], soft[0]]) - (255 - int(grey))) <= 3
