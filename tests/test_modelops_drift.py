@@ -190,3 +190,19 @@ def test_the_alarm_is_in_the_departments_audit_log(dept, admins, client):
     response = client.get(reverse("audit_log"), {"action": "drift_alarm"})
     assert response.status_code == 200
     assert "A model drifted (weekly drift alarm)" in response.content.decode()
+
+
+def test_site_admin_reads_alarms_in_the_django_admin(dept, admins, client, django_user_model):
+    from tests.factories import TOTPDeviceFactory
+
+    week_of_images(dept, SHIFTED, {"covid": 40})
+    (alarm,) = services.drift_check(weeks=[SHIFTED])
+    root = django_user_model.objects.create_superuser("root", "root@example.org", "x-very-long-pw")
+    TOTPDeviceFactory(user=root)
+    client.force_login(root)
+    listing = client.get("/admin/modelops/driftalarm/")
+    assert listing.status_code == 200
+    assert "cxr-new" in listing.content.decode()
+    assert client.get(f"/admin/modelops/driftalarm/{alarm.pk}/change/").status_code == 200
+    assert client.post(f"/admin/modelops/driftalarm/{alarm.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert DriftAlarm.objects.filter(pk=alarm.pk).exists()
