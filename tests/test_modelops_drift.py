@@ -206,3 +206,34 @@ def test_site_admin_reads_alarms_in_the_django_admin(dept, admins, client, djang
     assert client.get(f"/admin/modelops/driftalarm/{alarm.pk}/change/").status_code == 200
     assert client.post(f"/admin/modelops/driftalarm/{alarm.pk}/delete/", {"post": "yes"}).status_code == 403
     assert DriftAlarm.objects.filter(pk=alarm.pk).exists()
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"XNET_DRIFT_ALPHA": "one in a thousand"}, "XNET_DRIFT_ALPHA must be a number, e.g. 0.001"),
+        ({"XNET_DRIFT_ALPHA": "1.5"}, "XNET_DRIFT_ALPHA must be between 0 and 1"),
+        ({"XNET_PROMOTION_MIN_SIGNED_PER_CLASS": "0"}, "XNET_PROMOTION_MIN_SIGNED_PER_CLASS=0 must be at least 1"),
+    ],
+)
+def test_bad_modelops_settings_stop_start_up(tmp_path, variables, message):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "xnet_site.settings",
+        "XNET_VAR_DIR": str(tmp_path / "var"),
+        **variables,
+    }
+    code = "from django.conf import settings; settings.INSTALLED_APPS; print('settings loaded')"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "settings loaded" not in result.stdout
+    assert message in result.stderr.strip().splitlines()[-1]
