@@ -63,6 +63,10 @@ def test_heatmap_overlay_controls(browser, live_server, radiologist, installed_m
     browser.find_element(By.CSS_SELECTOR, f"{block} .heatmap-toggle").click()
     assert overlay.is_displayed()
 
+    # The image was downloaded once (files are sent no-store, so every <img> of it costs a download).
+    downloads = "return performance.getEntriesByType('resource').filter(e => e.name.endsWith(arguments[0])).length"
+    assert browser.execute_script(downloads, f"/images/{job.image_id}/file/") == 1
+
 
 def test_rejected_image_shows_the_reason_without_probabilities(browser, live_server, radiologist, installed_models):  # noqa: F811
     patient = PatientFactory(department=radiologist.department, created_by=radiologist)

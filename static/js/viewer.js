@@ -207,7 +207,11 @@
         });
       });
     } else {
-      loading = loadImage(this.data.imageUrl).then(greyValues);
+      // The picture OpenSeadragon already loaded (the file is sent no-store: a second request
+      // would download it again).
+      var opened = this.item && this.item.source && this.item.source.image;
+      loading = opened && opened.complete && opened.naturalWidth ? Promise.resolve(greyValues(opened))
+        : loadImage(this.data.imageUrl).then(greyValues);
     }
     loading.then(function (pixels) {
       if (pixels.width !== self.width || pixels.height !== self.height) {
