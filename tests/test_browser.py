@@ -172,7 +172,10 @@ def test_login_upload_and_see_the_result(
     row = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'tr.case-row[data-case-id="{case.pk}"]')))
     assert "succeeded" in row.text
     assert top_label in row.text
-    assert "waiting since" in row.text
+    # The wait shows as elapsed time ("just now", "42 min"), the timestamp in its title.
+    wait_cell = row.find_element(By.CSS_SELECTOR, ".wait")
+    assert wait_cell.get_attribute("title").startswith("Waiting since ")
+    assert re.fullmatch(r"just now|\d+ min", wait_cell.text)  # uploaded during this test
     screenshot(browser, "worklist")
 
     # The patient's page and the department's users.
