@@ -53,8 +53,12 @@ class Phases:
 
 
 def only_model(department, spec) -> None:
-    """Make spec the department's one active model version (assistive), the others retired."""
-    from diagnosis.models import ModelDeployment
+    """Make spec the department's one active model version (assistive), the others retired.
+    (Nothing to do in a tree from before model statuses: it runs the modality's newest model.)"""
+    try:
+        from diagnosis.models import ModelDeployment
+    except ImportError:
+        return
 
     ModelDeployment.objects.filter(department=department).update(status=ModelDeployment.Status.RETIRED)
     ModelDeployment.objects.update_or_create(

@@ -11,7 +11,7 @@ APIClient in this process (the whole Django + DRF stack, without an HTTP socket)
 `celery worker` subprocess (prefork, one child, queues xray/ct/maintenance) over Redis
 (CELERY_BROKER_URL, default db 14), on PostgreSQL database xnet_bench (DATABASE_URL).
 Uploads go one at a time, so this is the latency of an idle, warm worker, not throughput.
-The worker is warmed with one job first (TensorFlow import and model load).
+The worker is warmed with one job first (its pool child loads every installed model when it starts).
 
 Model: --model-dir names a folder of real (trained) models. Without it the default is the tiny
 untrained Keras models of tests/tiny_models.py (64x64 input, one conv layer): the figures are then
@@ -206,7 +206,7 @@ def main() -> None:
     print("  path    : DRF APIClient (token auth) -> PostgreSQL -> Redis -> celery worker (prefork, 1 child)")
     if rejected:
         print(f"  rejected: {rejected} of {len(runs)} jobs (the input gate refused the image; counted as finished)")
-    print(f"  warm-up : first job {ms(warm_seconds).strip()} (worker imports TensorFlow and loads the model)")
+    print(f"  warm-up : first job {ms(warm_seconds).strip()} (includes the pool child loading every installed model)")
     print(f"  {'':36}{'p50':>11}{'p95':>11}{'max':>11}")
     for label, values in rows.items():
         p50, p95, worst = summary(values)
