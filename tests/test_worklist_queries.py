@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -36,8 +39,9 @@ def test_worklist_query_count_does_not_grow_with_cases(rad_client, radiologist, 
     add_cases(radiologist, 27)
     with_thirty = worklist_queries(rad_client, **params)
     assert with_three == with_thirty
-    # session + user + department (top bar) + count + page, and the audit event of the list read
-    # (savepoint, insert, release inside the test's transaction)
+    # session + user + department (top bar) + count + the page's positions (sort keys only) + its
+    # full rows, and the audit event of the list read (savepoint, insert, release inside the
+    # test's transaction)
     assert with_thirty <= 9
 
 
@@ -55,3 +59,34 @@ def test_patient_page_query_count_does_not_grow_with_history(rad_client, radiolo
         PredictionFactory(job__image__case=CaseFactory(patient=patient))
         InferenceJobFactory(image__case=CaseFactory(patient=patient), status="pending")
     assert history_queries() == one
+
+
+def test_deep_keyset_pages_cost_the_same_queries(rad_client, radiologist):
+    """Following next links: every page, first or deep, runs the same queries."""
+    add_cases(radiologist, 60)
+    response = rad_client.get(reverse("worklist"))
+    counts = []
+    while True:
+        found = re.search(r'<a rel="next" href="([^"]+)"', response.content.decode())
+        if not found:
+            break
+        with CaptureQueriesContext(connection) as queries:
+            response = rad_client.get(reverse("worklist") + html.unescape(found.group(1)))
+        assert response.status_code == 200
+        counts.append(len(queries))
+    assert len(counts) == 2  # 60 cases, 25 a page
+    assert len(set(counts)) == 1
+    assert counts[0] == worklist_queries(rad_client)
+
+
+def test_api_cursor_pages_cost_the_same_queries(api, radiologist):
+    add_cases(radiologist, 120)
+    api.get("/api/v1/cases/")  # the token's first use in an interval also writes an audit event
+    counts, url = [], "/api/v1/cases/"
+    while url:
+        with CaptureQueriesContext(connection) as queries:
+            body = api.get(url).json()
+        counts.append(len(queries))
+        url = body["next"]
+    assert len(counts) == 3
+    assert len(set(counts)) == 1
