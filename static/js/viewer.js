@@ -477,10 +477,11 @@
 
   // The case page ------------------------------------------------------------------------------
 
-  var reader = document.querySelector(".reader");
-  if (!reader || !OSD) {
+  if (!OSD || !document.getElementById("case-live")) {
     return;
   }
+  // A case without images has no reader: the keys (next case, sign-off, help) still work.
+  var reader = document.querySelector(".reader") || document.createElement("div");
   var cards = Array.prototype.slice.call(reader.querySelectorAll(".image-card"));
   var active = 0;
 
@@ -639,7 +640,7 @@
     } else if (key === "ArrowLeft" || key === "k") {
       show(active - 1);
     } else if (key === "h") {
-      var toggle = cards[active].querySelector(".heatmap-toggle");
+      var toggle = cards.length ? cards[active].querySelector(".heatmap-toggle") : null;
       if (toggle) { toggle.click(); }
     } else if (/^[1-9]$/.test(key) && viewport) {
       var preset = viewport.presets()[Number(key) - 1];
