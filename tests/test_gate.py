@@ -23,7 +23,7 @@ from diagnosis.models import InferenceJob, Modality, Prediction
 from ml import gate
 from ml.registry import ModelSpec
 from tests.conftest import RESOURCES, kaggle_subset
-from tests.factories import CaseFactory, PatientFactory
+from tests.factories import CaseFactory, PatientFactory, speaking_models
 from training import gate as gate_cli
 
 pytestmark = pytest.mark.django_db
@@ -252,6 +252,7 @@ def test_worker_rejects_an_image_too_small_for_the_model(radiologist, xray_case,
     meta["gate"] = {"min_side": 200}  # a model whose input needs at least 200 pixels
     (folder / "model.json").write_text(json.dumps(meta))
     settings.XNET_MODEL_DIR = folder.parent
+    speaking_models(radiologist.department)  # this folder's model is the department's (issue 12)
     job = run_job(xray_case, radiologist, encode(chest_xray().resize((180, 150))))
     assert_rejected(job, InferenceJob.Rejection.TOO_SMALL)
     assert "shorter side is 150 pixels" in job.rejection_reason
@@ -306,6 +307,7 @@ def test_calibrated_gate_refuses_an_unlike_image_and_passes_a_chest_xray(
     radiologist, xray_case, calibrated_dir, settings
 ):
     settings.XNET_MODEL_DIR = calibrated_dir
+    speaking_models(radiologist.department)  # the calibrated model is the department's (issue 12)
     # A chest film of the calibration data's own kind (the tiny model's 4 random features put a
     # pediatric Kermany film far from 8 adult films; what matters here is the distance check).
     val_normals = sorted((calibrated_dir.parent / "kaggle" / "val" / "NORMAL").iterdir())

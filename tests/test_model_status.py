@@ -479,3 +479,44 @@ def _png(value: int = 90) -> bytes:
     from tests.factories import png_bytes
 
     return png_bytes(value=value)
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_runs_the_candidate_beside_the_assistive_model(
+    tmp_path, models_root, model_dir, radiologist, api, rad_client, chest_xray_bytes
+):
+    """The whole path with a celery worker process: each upload's two jobs (assistive and silent
+    candidate) both finish, one prediction per model per image, and the API and the case page
+    show the assistive model's result only."""
+    from functools import partial
+
+    from tests.workers import WorkerPool, api_upload, case_for, finished_job, wait_for
+
+    _model_folder(models_root, model_dir / "xray-tiny", name="xray-candidate", version="1.0.0")
+    department = radiologist.department
+    ModelDeployment.objects.filter(department=department, model_name__startswith="test-").update(status="retired")
+    deployments_sync()
+    assistive(ModelDeployment.objects.get(department=department, model_name="xray-tiny"))
+    case = case_for(radiologist, "xray")
+    with WorkerPool(tmp_path / "workers", model_dir=models_root) as pool:
+        worker = pool.start()
+        bodies = [api_upload(api, case, chest_xray_bytes) for _ in range(2)]
+        jobs = list(InferenceJob.objects.filter(image__case=case))
+        assert len(jobs) == 4
+        for job in jobs:
+            # 90 s: a fresh worker child imports TensorFlow before its first prediction
+            # (tests/test_integration_worker.py's measured bound).
+            finished = wait_for(partial(finished_job, job.pk), timeout=90, what=f"job {job.pk}", log=worker.log)
+            assert finished.status == InferenceJob.Status.SUCCEEDED, finished.error_message
+    per_model = sorted(
+        Prediction.objects.filter(job__image__case=case).values_list("job__image__position", "model_name")
+    )
+    assert per_model == [(1, "xray-candidate"), (1, "xray-tiny"), (2, "xray-candidate"), (2, "xray-tiny")]
+    for body in bodies:
+        assert body["job"]["model_name"] == "xray-tiny"  # the upload answers with the assistive job
+    detail = api.get(f"/api/v1/cases/{case.pk}/").json()
+    shown = [job["model_name"] for image in detail["images"] for job in image["jobs"]]
+    assert shown == ["xray-tiny", "xray-tiny"]
+    page = rad_client.get(reverse("case_detail", args=[case.pk])).content.decode()
+    assert "xray-candidate" not in page
