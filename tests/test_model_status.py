@@ -520,3 +520,25 @@ def test_a_real_worker_runs_the_candidate_beside_the_assistive_model(
     assert shown == ["xray-tiny", "xray-tiny"]
     page = rad_client.get(reverse("case_detail", args=[case.pk])).content.decode()
     assert "xray-candidate" not in page
+
+
+def test_site_admin_changes_a_status_in_the_django_admin(client, django_user_model, radiologist):
+    """Through deployment_set_status, with a required reason, recorded as an override."""
+    root = django_user_model.objects.create_superuser("root", "root@example.org", "x-very-long-pw-1")
+    client.force_login(root)
+    row = ModelDeploymentFactory(department=radiologist.department, model_name="m-admin", status="silent")
+    url = reverse("admin:diagnosis_modeldeployment_change", args=[row.pk])
+    assert client.get(url).status_code == 200
+    inline = {"changes-TOTAL_FORMS": "0", "changes-INITIAL_FORMS": "0", "changes-MAX_NUM_FORMS": "1000"}
+    refused = client.post(url, {"new_status": "assistive", "reason": "", **inline})
+    assert refused.status_code == 200  # the form again, with the error
+    assert "Say why the model" in refused.content.decode()
+    row.refresh_from_db()
+    assert row.status == "silent"
+    accepted = client.post(url, {"new_status": "assistive", "reason": "validated at the central site", **inline})
+    assert accepted.status_code == 302
+    row.refresh_from_db()
+    assert row.status == "assistive"
+    change = row.changes.first()
+    assert (change.changed_by, change.override, change.reason) == (root, True, "validated at the central site")
+    assert client.get(reverse("admin:diagnosis_modeldeployment_add")).status_code == 403
