@@ -6,12 +6,15 @@ Command (PostgreSQL answering on 127.0.0.1):
 
 What runs: a dedicated database (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/xnet_bench)
 is migrated, and the department "Benchmark worklist" is filled up to --cases cases with
-bulk_create (2,500 patients; per case one image and its latest job: 80 % succeeded with a
-prediction, 8 % failed, 7 % pending, 2 % running, 3 % of cases without images), then ANALYZEd.
-Later runs reuse those rows. Requests go through Django's test client in this process (URL
-routing, middleware, session or token auth, the view, the template, the serializer), without an
-HTTP socket, with DEBUG off. Each URL gets 3 warm-up requests, then --requests timed ones; the
-query count and the SQL time come from one more request with the queries captured.
+bulk_create (2,500 patients with birth dates; per case one or two images, each with a job: 80 %
+succeeded with a prediction, 8 % failed, 7 % pending, 2 % running; 3 % of cases without images;
+the stored reading order; cases older than three days 90 % signed; the benchmark models
+assistive), then ANALYZEd. Later runs reuse those rows. The deep pages start at case 5,000: a
+keyset cursor (or `page=200` / `page=100` on a tree from before keyset pages). Requests go
+through Django's test client in this process (URL routing, middleware, session or token auth,
+the view, the template, the serializer), without an HTTP socket, with DEBUG off. Each URL gets 3
+warm-up requests, then --requests timed ones; the query count and the SQL time come from one
+more request with the queries captured.
 """
 
 from __future__ import annotations
@@ -217,6 +220,23 @@ def measure(client, url: str, requests: int) -> dict:
     }
 
 
+def deep_page(user, kind: str) -> str:
+    """The link to the middle of the list (case 5,000 on): a keyset cursor where the code has
+    them (selectors.keyset_page), else the page number an older version linked to."""
+    from diagnosis import selectors
+
+    if not hasattr(selectors, "keyset_page"):
+        return "/?page=200" if kind == "page" else "/api/v1/cases/?page=100"
+    from django.utils import timezone
+
+    now = timezone.now()
+    keys = selectors.READING_ORDER if kind == "page" else selectors.NEWEST_FIRST
+    cases = selectors.worklist(user=user, triage=kind == "page", now=now)
+    anchor = cases[4999]
+    cursor = selectors.cursor_after(anchor, keys=keys, now=now)
+    return f"/?cursor={cursor}" if kind == "page" else f"/api/v1/cases/?cursor={cursor}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=10_000)
@@ -252,21 +272,23 @@ def main() -> None:
         ("page", page_client, "/"),
         ("page", page_client, "/?status=failed"),
         ("page", page_client, f"/?q={mrn_fragment}"),
-        ("page", page_client, "/?page=200"),
+        ("page", page_client, deep_page(user, "page")),
         ("API", api, "/api/v1/cases/"),
         ("API", api, "/api/v1/cases/?status=failed"),
-        ("API", api, "/api/v1/cases/?page=100"),
+        ("API", api, deep_page(user, "API")),
     ]
 
     print(f"XNET worklist response time: {total} cases in the user's department, {args.requests} requests per URL")
     print(f"  machine : {machine()}")
     print("  path    : Django test client in-process (no HTTP socket), DEBUG off, PostgreSQL")
+    print("  deep pages start at case 5,000 (a keyset cursor, or the page number of older versions)")
     print(f"  {'':6}{'URL':34}{'median':>11}{'p95':>11}{'queries':>9}{'SQL':>11}{'bytes':>9}")
     for kind, client, url in targets:
         result = measure(client, url, args.requests)
         median, p95, _ = summary(result["times"])
         print(
-            f"  {kind:6}{url:34}{ms(median)}  {ms(p95)}{result['queries']:>9}  {ms(result['sql'])}{result['bytes']:>9}"
+            f"  {kind:6}{url[:33]:34}{ms(median)}  {ms(p95)}{result['queries']:>9}  "
+            f"{ms(result['sql'])}{result['bytes']:>9}"
         )
 
 
