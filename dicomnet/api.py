@@ -19,6 +19,14 @@ class UnsupportedMediaType(exceptions.APIException):
     default_code = "unsupported_media_type"
 
 
+def _raw_body(request: Request) -> bytes:
+    """The whole body, read from the stream: `request.body` refuses anything over
+    DATA_UPLOAD_MAX_MEMORY_SIZE (a form's limit), while a study is an upload, which
+    xnet_site.security.RequestBodyLimitMiddleware has already held to the upload limit."""
+    stream = request.stream
+    return stream.read() if stream is not None else b""
+
+
 class StowView(APIView):
     """STOW-RS: store DICOM instances (multipart/related; type="application/dicom") in the
     caller's department, as the DICOM listener does: one case per study, the same refusals."""
@@ -28,7 +36,7 @@ class StowView(APIView):
     @extend_schema(exclude=True)
     def post(self, request: Request, study_uid: str | None = None) -> JsonResponse:
         try:
-            parts = stow.split_parts(request.META.get("CONTENT_TYPE", ""), request.body)
+            parts = stow.split_parts(request.META.get("CONTENT_TYPE", ""), _raw_body(request))
         except ValidationError as exc:
             message = " ".join(exc.messages)
             if exc.code == "unsupported_media_type":

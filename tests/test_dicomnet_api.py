@@ -238,3 +238,19 @@ def test_resend_button_is_for_department_admins(client, radiologist, department_
     assert response["Location"] == f"/cases/{delivery.case_id}/"
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("pending", 0)
+
+
+def test_stow_takes_a_study_larger_than_a_form_up_to_the_upload_limit(api, settings):
+    """A study is an upload: held to the upload limit, not to the (smaller) limit of a form."""
+    body = multipart(instance(generate_uid(UID_ROOT)))
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = len(body) // 4
+    settings.XNET_MAX_UPLOAD_REQUEST_BYTES = len(body) + 1
+    response = api.generic("POST", "/dicomweb/studies", body, content_type=STOW_TYPE)
+    assert response.status_code == 200, response.content
+    assert Image.objects.count() == 1
+
+    settings.XNET_MAX_UPLOAD_REQUEST_BYTES = len(body) - 1
+    response = api.generic("POST", "/dicomweb/studies", body, content_type=STOW_TYPE)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+    assert Image.objects.count() == 1

@@ -24,7 +24,13 @@ from django.urls import Resolver404, resolve
 from diagnosis.api.errors import error_body
 
 # Addresses that take image files (URL names; tests/test_phi_request_limits.py checks they exist).
-UPLOAD_ROUTES = frozenset({"case_create", "case_upload", "api:case-images", "api:case-from-dicom"})
+UPLOAD_ROUTES = frozenset(
+    {"case_create", "case_upload", "api:case-images", "api:case-from-dicom", "dicomweb-stow", "dicomweb-stow-study"}
+)
+# Of those, the ones that authenticate API clients (tokens) in the view, before reading the body.
+API_UPLOAD_ROUTES = frozenset({"api:case-images", "api:case-from-dicom", "dicomweb-stow", "dicomweb-stow-study"})
+# Paths whose clients read JSON errors, not pages.
+JSON_ERROR_PREFIXES = ("/api/", "/dicomweb/")
 
 
 class SecurityHeadersMiddleware:
@@ -58,7 +64,7 @@ def body_limit(request: HttpRequest) -> int:
         view_name = resolve(request.path_info).view_name
     except Resolver404:
         return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    if view_name in UPLOAD_ROUTES and (view_name.startswith("api:") or request.user.is_authenticated):
+    if view_name in UPLOAD_ROUTES and (view_name in API_UPLOAD_ROUTES or request.user.is_authenticated):
         return settings.XNET_MAX_UPLOAD_REQUEST_BYTES
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
 
@@ -86,6 +92,6 @@ class RequestBodyLimitMiddleware:
 
     def _refuse(self, request: HttpRequest, length: int, limit: int) -> HttpResponse:
         message = f"The request is {_megabytes(length)}; the limit here is {_megabytes(limit)}."
-        if request.path_info.startswith("/api/"):
+        if request.path_info.startswith(JSON_ERROR_PREFIXES):
             return JsonResponse(error_body(status_code=413, code="too_large", message=message), status=413)
         return render(request, "413.html", {"message": message}, status=413)
