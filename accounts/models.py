@@ -39,6 +39,9 @@ class User(AbstractUser):
 
     department = models.ForeignKey(Department, null=True, blank=True, on_delete=models.PROTECT, related_name="users")
     role = models.CharField(max_length=32, choices=Role.choices, default=Role.RADIOLOGIST)
+    # An account that files what a machine sends (dicomnet's DICOM intake): pages show it as the
+    # uploader, but it never signs in (accounts.backends), holds no API token and no admin manages it.
+    is_service_account = models.BooleanField(default=False)
 
     def clean(self) -> None:
         super().clean()
@@ -51,7 +54,12 @@ class User(AbstractUser):
 
     def can_manage(self, other: User) -> bool:
         """A department admin manages the users of their own department, not themselves."""
-        return self.is_department_admin and other.department_id == self.department_id and other.pk != self.pk
+        return (
+            self.is_department_admin
+            and other.department_id == self.department_id
+            and other.pk != self.pk
+            and not other.is_service_account
+        )
 
     @property
     def needs_2fa(self) -> bool:

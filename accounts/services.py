@@ -203,6 +203,8 @@ def api_token_create(*, user: User, name: str, days: int, created_by: User | Non
         raise PermissionDenied("You can only create tokens for users of your own department.")
     if not user.is_active:
         raise ValidationError({"user": "This account is deactivated."})
+    if user.is_service_account:
+        raise ValidationError({"user": "This account files what DICOM nodes send; it holds no token."})
     max_days = settings.XNET_API_TOKEN_MAX_DAYS
     if not 1 <= days <= max_days:
         raise ValidationError({"days": f"A token lasts between 1 and {max_days} days."})

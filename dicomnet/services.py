@@ -83,10 +83,10 @@ def incoming_node(ae_title: str) -> DicomNode | None:
 
 
 def intake_user(department: Department) -> User:
-    """The account images received over the network are filed under: one per department, never
-    able to log in (no usable password, and no one can give it one through the pages without it
-    showing in the department's user list); pages show it as the uploader. Active, because the
-    diagnosis services look patients up through the uploader's department like any upload."""
+    """The account images received over the network are filed under: one per department, a
+    service account (accounts.backends: it never signs in, holds no token, no admin manages it);
+    pages show it as the uploader. Active, because the diagnosis services look patients up
+    through the uploader's department like any upload."""
     user_model = get_user_model()
     username = f"dicom-intake-{department.pk}"
     user = user_model.objects.filter(username=username).first()
@@ -97,6 +97,7 @@ def intake_user(department: Department) -> User:
             last_name="intake",
             department=department,
             role=user_model.Role.RADIOLOGIST,
+            is_service_account=True,
         )
         user.set_unusable_password()
         try:

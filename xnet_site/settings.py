@@ -111,7 +111,8 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "worklist"
 LOGOUT_REDIRECT_URL = "login"
 # axes checks lockouts before the model backend checks the password.
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# accounts.backends: Django's ModelBackend, except that service accounts never sign in.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "accounts.backends.PersonBackend"]
 
 # Login lockout (django-axes), on /accounts/login/ and /admin/login/: XNET_LOGIN_FAILURE_LIMIT
 # wrong passwords lock the account (from anywhere) and, separately, the address (for any account)
