@@ -32,7 +32,16 @@ from django.utils import timezone
 
 from accounts.models import User
 from diagnosis.model_status import assistive_q
-from diagnosis.models import NEGATIVE_FINDINGS, Case, Image, InferenceJob, Modality, Patient, Prediction
+from diagnosis.models import (
+    NEGATIVE_FINDINGS,
+    Case,
+    Image,
+    InferenceJob,
+    Modality,
+    ModelDeployment,
+    Patient,
+    Prediction,
+)
 
 
 def _department_id(user: User) -> int | None:
@@ -85,8 +94,23 @@ def _shown_jobs(**filters) -> QuerySet[InferenceJob]:
     return shown_jobs().filter(image__withdrawn_at__isnull=True, **filters)
 
 
+def _case_jobs_shown() -> QuerySet[InferenceJob]:
+    """The shown jobs of the outer query's case: shown_jobs() with the department read from the
+    case row itself (the same department, without joining image, case and patient again inside
+    each subquery: the full rows of a 50-case page took 27 ms with that join, 12 ms without)."""
+    assistive = ModelDeployment.objects.filter(
+        department_id=OuterRef(OuterRef("patient__department_id")),
+        model_name=OuterRef("model_name"),
+        model_version=OuterRef("model_version"),
+        status=ModelDeployment.Status.ASSISTIVE,
+    )
+    return InferenceJob.objects.filter(
+        models.Exists(assistive), image__case=OuterRef("pk"), image__withdrawn_at__isnull=True
+    )
+
+
 def _latest_job(field: str) -> Subquery:
-    jobs = _shown_jobs(image__case=OuterRef("pk")).order_by("-created_at", "-id")
+    jobs = _case_jobs_shown().order_by("-created_at", "-id")
     return Subquery(jobs.values(field)[:1])
 
 
@@ -102,7 +126,7 @@ def _latest_status_is(status: str) -> Q:
 
 
 def _has_shown_job() -> models.Exists:
-    return models.Exists(_shown_jobs(image__case=OuterRef("pk")))
+    return models.Exists(_case_jobs_shown())
 
 
 class Triage(models.IntegerChoices):

@@ -60,17 +60,19 @@ class CaseListPagination(PageNumberPagination):
     Without `page`, a page is read with a keyset condition on (created_at, id) instead of OFFSET,
     and `next` / `previous` carry an opaque `cursor`: page 200 costs what page 1 does (OFFSET made
     the database build and drop every earlier row). `page=N` answers as before, for clients that
-    ask for a page by number. `count` is in every answer.
+    ask for a page by number. `count` is in every answer. A cursor that names no page (damaged, or
+    given with `page`) is a 404, like a page past the last.
     """
 
     cursor_query_param = "cursor"
 
     def paginate_queryset(self, queryset, request, view=None) -> list | None:
         token = request.query_params.get(self.cursor_query_param)
+        # A cursor names a page as a page number does: one that names no page is a 404, as a page
+        # past the last is (and as DRF's own cursor pagination answers).
         if self.page_query_param in request.query_params:
             if token is not None:
-                message = "Give either page or cursor, not both."
-                raise serializers.ValidationError({self.cursor_query_param: [message]})
+                raise NotFound("Give either page or cursor, not both: they are two ways to name a page.")
             self.keyset = None
             return super().paginate_queryset(queryset, request, view)
         cursor = None
@@ -78,8 +80,7 @@ class CaseListPagination(PageNumberPagination):
             try:
                 cursor = selectors.WorklistCursor.decode(token, keys=selectors.NEWEST_FIRST)
             except ValueError:
-                message = "Not a valid cursor: follow the next and previous links of an earlier answer."
-                raise serializers.ValidationError({self.cursor_query_param: [message]}) from None
+                raise NotFound("There is no page at this cursor: follow the next and previous links.") from None
         self.request = request
         self.count = queryset.count()
         self.keyset = selectors.keyset_page(
@@ -118,7 +119,8 @@ class CaseListPagination(PageNumberPagination):
                 "name": self.cursor_query_param,
                 "required": False,
                 "in": "query",
-                "description": "An opaque page position from an earlier answer's `next` or `previous` link.",
+                "description": "An opaque page position from an earlier answer's `next` or `previous` link "
+                "(one that names no page, or given with `page`: 404).",
                 "schema": {"type": "string"},
             }
         )
