@@ -31,7 +31,16 @@ SHIPPED = ROOT / "ml" / "models"
 # So: features 1e-4 (a gate distance threshold is about 1.5), heatmaps 1e-3 (a quarter of one
 # colour level of the stored PNG). A wrong heatmap formula is far outside that: the plain
 # class-weight CAM differs from the Grad-CAM by 0.09-0.26 on xray-compact 1.1.0.
+#
+# Re-measured 2026-12-01 (xray-mobilenetv2 2.0.0, the six inputs below): ONNX Runtime against
+# TensorFlow, probabilities 1.29e-5 (one chest film; 1.02e-5 with TF_ENABLE_ONEDNN_OPTS=0, so not
+# oneDNN's own order alone), features 3.5e-5 (largest value 5.94: 6e-6 relative), heatmaps 2.4e-5;
+# within one engine a batch and single images agree to 0 (ONNX Runtime) and 9e-8 / 0 / 4e-7
+# (TensorFlow). The two engines' float32 kernels sum a 50-layer backbone in different orders; no
+# setting of either closes that. That model's probabilities are held to 2e-5, the measured bound
+# with room; every other model keeps 1e-5.
 TOLERANCE = 1e-5
+PROBABILITY_TOLERANCE = {"xray-mobilenetv2-2.0.0": 2e-5}
 FEATURE_TOLERANCE = 1e-4
 HEATMAP_TOLERANCE = 1e-3
 SHIPPED_NAMES = sorted(meta.parent.name for meta in SHIPPED.glob("*/model.json"))
@@ -143,7 +152,9 @@ def test_onnx_runtime_gives_the_tensorflow_paths_results(converted, name):
     for ort_result, tf_result in zip(onnx_results, tf_results, strict=True):
         labels = list(spec.classes)
         np.testing.assert_allclose(
-            [ort_result.probabilities[c] for c in labels], [tf_result.probabilities[c] for c in labels], atol=TOLERANCE
+            [ort_result.probabilities[c] for c in labels],
+            [tf_result.probabilities[c] for c in labels],
+            atol=PROBABILITY_TOLERANCE.get(name, TOLERANCE),
         )
         np.testing.assert_allclose(ort_result.features, tf_result.features, atol=FEATURE_TOLERANCE, rtol=TOLERANCE)
         assert (
@@ -156,7 +167,7 @@ def test_onnx_runtime_gives_the_tensorflow_paths_results(converted, name):
     np.testing.assert_allclose(
         inference.predict_batch(spec, np.stack(arrays)),
         inference.predict_batch(spec, np.stack(arrays), engine="tensorflow"),
-        atol=TOLERANCE,
+        atol=PROBABILITY_TOLERANCE.get(name, TOLERANCE),
     )
 
 

@@ -189,6 +189,7 @@ def start_worker(
     media_root: Path,
     beat: bool = False,
     env: dict[str, str] | None = None,
+    concurrency: int = 1,
 ) -> Worker:
     """Start `celery -A xnet_site worker` on the test database; wait_ready() before relying on it."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -203,7 +204,7 @@ def start_worker(
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
-    command = [str(CELERY), "-A", "xnet_site", "worker", "-Q", "xray,ct,maintenance,dicom", "-c", "1"]
+    command = [str(CELERY), "-A", "xnet_site", "worker", "-Q", "xray,ct,maintenance,dicom", "-c", str(concurrency)]
     command += ["--pool", "prefork", "-l", "info", "-n", name, "--without-gossip", "--without-mingle"]
     if beat:
         command += ["-B", "-s", str(folder / "celerybeat-schedule")]
