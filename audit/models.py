@@ -71,6 +71,7 @@ class AuditEvent(models.Model):
         JOB_RETRY = "job_retry", "Re-ran a failed AI job"
         MODEL_STATUS_CHANGE = "model_status_change", "Changed a model's status"
         DRIFT_ALARM = "drift_alarm", "A model drifted (weekly drift alarm)"
+        INTEGRATION_CHANGE = "integration_change", "Changed a DICOM node or webhook, or resent a delivery"
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(

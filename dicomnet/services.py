@@ -24,6 +24,8 @@ from django.utils import timezone
 from pydicom.uid import generate_uid
 
 from accounts.models import Department, User
+from audit.models import AuditEvent
+from audit.services import audit_record
 from diagnosis import services as diagnosis_services
 from diagnosis.models import Case, Image, InferenceJob, Prediction
 from dicomnet.models import Delivery, DicomNode, IntakeEvent, ReceivedInstance, StudyLink
@@ -54,7 +56,10 @@ def node_save(*, node: DicomNode, changed_by: User) -> DicomNode:
     node.department_id = changed_by.department_id
     node.ae_title = (node.ae_title or "").strip()
     node.full_clean()
-    node.save()
+    change = "dicom_node_change" if node.pk is not None else "dicom_node_add"
+    with transaction.atomic():
+        node.save()
+        _audit_node(changed_by, node, change)
     return node
 
 
@@ -63,11 +68,30 @@ def node_delete(*, node: DicomNode, changed_by: User) -> None:
     _require_admin(changed_by)
     if node.department_id != changed_by.department_id:
         raise PermissionDenied("Unknown node.")
-    if node.deliveries.exists():
-        node.enabled = False
-        node.save(update_fields=["enabled"])
-    else:
-        node.delete()
+    with transaction.atomic():
+        _audit_node(changed_by, node, "dicom_node_remove")
+        if node.deliveries.exists():
+            node.enabled = False
+            node.save(update_fields=["enabled"])
+        else:
+            node.delete()
+
+
+def _audit_node(user: User, node: DicomNode, change: str) -> None:
+    audit_record(
+        action=AuditEvent.Action.INTEGRATION_CHANGE,
+        actor=user,
+        department_id=node.department_id,
+        object_type="dicom_node",
+        object_id=node.pk,
+        detail={
+            "change": change,
+            "ae_title": node.ae_title,
+            "host": node.host,
+            "port": node.port,
+            "direction": node.direction,
+        },
+    )
 
 
 def incoming_node(ae_title: str) -> DicomNode | None:
@@ -445,6 +469,14 @@ def delivery_resend(*, delivery: Delivery, user: User) -> Delivery:
         locked.resent_by = user
         locked.claimed_at = timezone.now()  # the sweeper counts its grace from the resend
         locked.save(update_fields=["status", "attempts", "last_error", "resent_by", "claimed_at"])
+        audit_record(
+            action=AuditEvent.Action.INTEGRATION_CHANGE,
+            actor=user,
+            department_id=user.department_id,
+            object_type="dicom_delivery",
+            object_id=locked.pk,
+            detail={"change": "dicom_delivery_resend", "kind": locked.kind, "case": locked.case_id},
+        )
         transaction.on_commit(partial(delivery_enqueue, delivery_id=locked.pk), robust=True)
     return locked
 

@@ -23,6 +23,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
+from audit.models import AuditEvent
+from audit.services import audit_record
 from webhooks import security
 from webhooks.models import Delivery, Event, Subscription
 
@@ -36,6 +38,17 @@ NOT_DUE_SLACK = timedelta(milliseconds=500)
 
 
 # Subscriptions ----------------------------------------------------------------------------
+
+
+def _audit(user: User, subscription: Subscription, change: str) -> None:
+    audit_record(
+        action=AuditEvent.Action.INTEGRATION_CHANGE,
+        actor=user,
+        department_id=subscription.department_id,
+        object_type="webhook",
+        object_id=subscription.pk,
+        detail={"change": change, "url": subscription.url, "events": list(subscription.events)},
+    )
 
 
 def _require_admin(user: User) -> None:
@@ -70,14 +83,16 @@ def subscription_create(
     if errors:
         raise ValidationError(errors)
     secret = Subscription.new_secret()
-    subscription = Subscription.objects.create(
-        department_id=created_by.department_id,
-        url=url,
-        events=sorted({str(event) for event in events}),
-        description=description,
-        secret=secret,
-        created_by=created_by,
-    )
+    with transaction.atomic():
+        subscription = Subscription.objects.create(
+            department_id=created_by.department_id,
+            url=url,
+            events=sorted({str(event) for event in events}),
+            description=description,
+            secret=secret,
+            created_by=created_by,
+        )
+        _audit(created_by, subscription, "webhook_create")
     logger.info("Webhook %s registered by %s for %s", subscription.pk, created_by.username, subscription.events)
     return subscription, secret
 
@@ -93,6 +108,7 @@ def subscription_deactivate(*, subscription: Subscription, user: User) -> Subscr
         subscription.deliveries.filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING]).update(
             status=Delivery.Status.FAILED, last_error="The webhook was deactivated.", next_attempt_at=None
         )
+        _audit(user, subscription, "webhook_deactivate")
     subscription.refresh_from_db()
     return subscription
 
