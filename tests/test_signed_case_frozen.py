@@ -138,9 +138,9 @@ def test_pdf_shows_only_what_was_signed(radiologist):
     text = pdf_text(content)
 
     assert "Images 2" in text
-    assert "Image 1:" in text
-    assert "Image 2:" in text
-    assert "Image 3:" not in text
+    assert "Image 1 of 2" in text
+    assert "Image 2 of 2" in text
+    assert "of 3" not in text
     assert "AI: Pneumonia 70.0 %" in text
     assert "AI: pending when signed." in text
     assert "Covid" not in text
