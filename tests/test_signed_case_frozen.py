@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, connections, transaction
 from django.urls import reverse
@@ -21,7 +22,14 @@ from diagnosis.models import Case, Image, InferenceJob, Modality
 from reviews import selectors, services
 from reviews.pdf import render_report_pdf
 from tests.conftest import media_files
-from tests.factories import CaseFactory, ImageFactory, InferenceJobFactory, PatientFactory, PredictionFactory
+from tests.factories import (
+    CaseFactory,
+    ImageFactory,
+    InferenceJobFactory,
+    PatientFactory,
+    PredictionFactory,
+    png_bytes,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -114,10 +122,18 @@ def test_a_result_arriving_after_signing_does_not_change_the_worklist_finding(ra
     assert (case.lead_label, case.lead_probability) == ("normal", 0.9)  # what the report recorded
 
 
+def picture(size: int) -> ContentFile:
+    return ContentFile(png_bytes(size, size), name="chest.png")
+
+
 def test_pdf_shows_only_what_was_signed(radiologist):
     case = CaseFactory(patient=PatientFactory(department=radiologist.department, created_by=radiologist))
-    PredictionFactory(job__image__case=case, top_label="pneumonia", top_probability=0.7)
-    waiting = InferenceJobFactory(image__case=case)  # its result arrives after the signature
+    # Pictures of different sizes: the PDF embeds identical pictures once, and the count below
+    # is of pictures drawn.
+    PredictionFactory(
+        job__image__case=case, job__image__file=picture(128), top_label="pneumonia", top_probability=0.7
+    )
+    waiting = InferenceJobFactory(image__case=case, image__file=picture(96))  # its result arrives after signing
     report = services.report_sign(case=case, signed_by=radiologist, agrees_with_ai=True, impression="Pneumonia.")
     claimed = diagnosis_services.job_claim(job_id=waiting.pk)
     diagnosis_services.job_succeed(
@@ -129,7 +145,7 @@ def test_pdf_shows_only_what_was_signed(radiologist):
     )
     # An image added after signing by a path the upload service does not guard (the admin,
     # a data repair, a record from before this fix): the PDF must not show it either.
-    late = ImageFactory(case=case)
+    late = ImageFactory(case=case, file=picture(64))
     PredictionFactory(job__image=late, top_label="tuberculosis", top_probability=0.95)
     assert Image.objects.filter(case=case).count() == 3
 
