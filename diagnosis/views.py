@@ -148,9 +148,13 @@ def case_create(request: HttpRequest) -> HttpResponse:
         case = _create_case_with_images(request, form)
         if case is not None:
             count = len(form.cleaned_data["images"])
-            messages.success(
-                request, f"Case created; {count} image{'s' if count != 1 else ''} queued for classification."
+            # Issue 12: with no model version active for the modality here, nothing is queued.
+            queued = (
+                "queued for classification"
+                if InferenceJob.objects.filter(image__case=case).exists()
+                else "stored for reading (no model runs for them here)"
             )
+            messages.success(request, f"Case created; {count} image{'s' if count != 1 else ''} {queued}.")
             return redirect("case_detail", case_id=case.pk)
     status = 400 if form.errors else 200
     return render(request, "diagnosis/case_create.html", {"form": form}, status=status)

@@ -542,3 +542,16 @@ def test_site_admin_changes_a_status_in_the_django_admin(client, django_user_mod
     change = row.changes.first()
     assert (change.changed_by, change.override, change.reason) == (root, True, "validated at the central site")
     assert client.get(reverse("admin:diagnosis_modeldeployment_add")).status_code == 403
+
+
+def test_upload_page_says_no_model_runs_when_none_is_active(rad_client, radiologist):
+    ModelDeployment.objects.filter(department=radiologist.department, modality="ct").update(status="retired")
+    patient = PatientFactory(department=radiologist.department, created_by=radiologist)
+    case = CaseFactory(patient=patient, created_by=radiologist, modality="ct")
+    response = rad_client.post(
+        reverse("case_upload", args=[case.pk]), {"images": SimpleUploadedFile("c.png", _png())}, follow=True
+    )
+    page = response.content.decode()
+    assert "1 image uploaded and stored for reading (no model runs for them here)." in page
+    assert no_validated_model_message("ct") in page
+    assert case.images.count() == 1
