@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from diagnosis.api.filters import ListParameters, QueryParameters
+from diagnosis.api.serializers import ErrorSerializer
+from diagnosis.api.views import KnownQueryParameters
 from dicomnet import selectors, services, stow
 from dicomnet.models import Delivery, ReceivedInstance
 
@@ -80,23 +83,34 @@ class DeliverySerializer(serializers.ModelSerializer):
         ]
 
 
-class DeliveryListView(generics.ListAPIView):
+ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer, 404: ErrorSerializer}
+
+
+class DeliveryParameters(ListParameters):
+    case = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False, help_text="only this case's")
+
+
+@extend_schema_view(
+    get=extend_schema(parameters=[DeliveryParameters], responses={200: DeliverySerializer(many=True), **ERRORS})
+)
+class DeliveryListView(KnownQueryParameters, generics.ListAPIView):
     """The case's DICOM deliveries to the department's PACS (?case=<id>), or all of them."""
 
     serializer_class = DeliverySerializer
 
+    def get_query_parameters_class(self) -> type[QueryParameters]:
+        return DeliveryParameters
+
     def get_queryset(self):
         queryset = selectors.delivery_list_for_user(user=self.request.user).order_by("-created_at", "-id")
-        case = self.request.query_params.get("case")
+        case = self.query_parameters().validated_data.get("case")
         if case is not None:
-            if not case.isdigit():
-                raise exceptions.ValidationError({"case": ["A case id is a whole number."]})
-            queryset = queryset.filter(case_id=int(case))
+            queryset = queryset.filter(case_id=case)
         return queryset
 
 
-class DeliveryResendView(APIView):
-    @extend_schema(request=None, responses={202: DeliverySerializer})
+class DeliveryResendView(KnownQueryParameters, APIView):
+    @extend_schema(request=None, responses={202: DeliverySerializer, **ERRORS})
     def post(self, request: Request, pk: int) -> Response:
         """Send a delivery again (department admins)."""
         delivery = selectors.delivery_list_for_user(user=request.user).filter(pk=pk).first()
