@@ -75,7 +75,25 @@ def _build_models(folder: Path, architecture: str) -> None:
     (folder / name / "model.json").write_text(json.dumps(meta, indent=2))
 
 
-def upload_and_wait(api, case_id: int, image_bytes: bytes, name: str, *, timeout: float = 120) -> dict:
+def shadow_model_dir(spec, folder: Path):
+    """A model folder holding the measured model and a copy of it under another name: the silent
+    candidate of issue 12, which runs on every upload beside the assistive model."""
+    import shutil
+
+    from ml.registry import ModelSpec, read_model_json, write_model_json
+
+    folder.mkdir(parents=True)
+    shutil.copytree(spec.folder, folder / spec.folder.name)
+    copy = shutil.copytree(spec.folder, folder / f"{spec.folder.name}-shadow")
+    meta = read_model_json(copy / "model.json")
+    meta["name"] = f"{spec.name}-shadow"
+    write_model_json(copy / "model.json", meta)
+    return folder, ModelSpec.from_folder(copy)
+
+
+def upload_and_wait(
+    api, case_id: int, image_bytes: bytes, name: str, *, timeout: float = 120, every_job: bool = False
+) -> dict:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     started = time.time()
@@ -97,6 +115,13 @@ def upload_and_wait(api, case_id: int, image_bytes: bytes, name: str, *, timeout
         if time.time() > deadline:
             raise SystemExit(f"Job {job['id']} still {job['status']} after {timeout:.0f} s")
         time.sleep(POLL_INTERVAL)
+    if every_job:  # --shadow: the next upload starts once the silent candidate's job is done too
+        from diagnosis.models import InferenceJob
+
+        while InferenceJob.objects.filter(image_id=job["image"]).exclude(status__in=FINISHED).exists():
+            if time.time() > deadline:
+                raise SystemExit(f"The shadow job of image {job['image']} did not finish in {timeout:.0f} s")
+            time.sleep(POLL_INTERVAL)
     return {"job": job, "started": started, "post": posted - started, "seen": seen - started}
 
 
@@ -110,6 +135,12 @@ def main() -> None:
         default="tiny",
         help="without --model-dir: 'tiny' (tests/tiny_models.py) or a training.architectures backbone "
         "(resnet50, efficientnetb0, mobilenetv3small, compact, ...) with untrained weights",
+    )
+    parser.add_argument(
+        "--shadow",
+        action="store_true",
+        help="issue 12: a silent candidate beside the measured (assistive) model, a copy of it under another "
+        "name, so every upload gets two jobs; adds the rows 'upload -> both jobs finished' and the shadow's run time",
     )
     parser.add_argument("--build-models", type=Path, help=argparse.SUPPRESS)  # the child of build_models()
     args = parser.parse_args()
@@ -132,10 +163,13 @@ def main() -> None:
     from tests.workers import flush_broker, start_worker
 
     model_dir = args.model_dir or build_models(scratch / "models", args.architecture)
-    settings.XNET_MODEL_DIR = model_dir
     spec = model_for(Modality.XRAY, model_dir)
     if spec is None:
         raise SystemExit(f"No X-ray model in {model_dir}")
+    shadow = None
+    if args.shadow:
+        model_dir, shadow = shadow_model_dir(spec, scratch / "models-shadow")
+    settings.XNET_MODEL_DIR = model_dir
     image_bytes = args.image.read_bytes()
 
     department, _ = Department.objects.get_or_create(name="Benchmark uploads")
@@ -146,6 +180,15 @@ def main() -> None:
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     only_model(department, spec)  # one job per upload: the measured model's
+    if shadow is not None:  # and a second: the silent candidate's (issue 12)
+        from diagnosis.models import ModelDeployment
+
+        ModelDeployment.objects.update_or_create(
+            department=department,
+            model_name=shadow.name,
+            model_version=shadow.version,
+            defaults={"modality": shadow.modality, "status": ModelDeployment.Status.SILENT},
+        )
     patient = Patient.objects.filter(department=department, mrn="BENCH-UPLOAD").first() or services.patient_create(
         created_by=user, mrn="BENCH-UPLOAD", name="Benchmark Patient"
     )
@@ -164,12 +207,15 @@ def main() -> None:
             return case.pk
 
         warm_start = time.time()
-        warm = upload_and_wait(api, new_case(), image_bytes, args.image.name, timeout=300)
+        every = shadow is not None
+        warm = upload_and_wait(api, new_case(), image_bytes, args.image.name, timeout=300, every_job=every)
         if warm["job"]["status"] != "succeeded":
             raise SystemExit(f"Warm-up job failed: {warm['job']['error_message']}")
         warm_seconds = time.time() - warm_start
 
-        runs = [upload_and_wait(api, new_case(), image_bytes, args.image.name) for _ in range(args.uploads)]
+        runs = [
+            upload_and_wait(api, new_case(), image_bytes, args.image.name, every_job=every) for _ in range(args.uploads)
+        ]
     finally:
         worker.stop()
         flush_broker(settings.CELERY_BROKER_URL)
@@ -188,12 +234,25 @@ def main() -> None:
         "  of which queue wait": [jobs[run["job"]["id"]].queue_wait.total_seconds() for run in runs],
         "  of which worker run time": [jobs[run["job"]["id"]].run_time.total_seconds() for run in runs],
     }
+    if shadow is not None:
+        image_jobs = {run["job"]["id"]: list(InferenceJob.objects.filter(image_id=run["job"]["image"])) for run in runs}
+        if any(len(found) != 2 or any(job.status == "failed" for job in found) for found in image_jobs.values()):
+            raise SystemExit("An upload did not get exactly two finished jobs (assistive + shadow)")
+        rows["upload -> both jobs finished (worker)"] = [
+            max(job.finished_at for job in image_jobs[run["job"]["id"]]).timestamp() - run["started"] for run in runs
+        ]
+        rows["  shadow job's worker run time"] = [
+            next(job for job in image_jobs[run["job"]["id"]] if job.model_name == shadow.name).run_time.total_seconds()
+            for run in runs
+        ]
 
     from PIL import Image as PILImage
 
     with PILImage.open(args.image) as picture:
         image_info = f"{args.image.name}, {picture.width}x{picture.height} {picture.format}, {len(image_bytes)} bytes"
     model_info = f"{spec.name} {spec.version} from {model_dir}"
+    if shadow is not None:
+        model_info += f"; silent candidate {shadow.name} {shadow.version} (a copy) beside it: two jobs per upload"
     if args.model_dir is None and args.architecture == "tiny":
         model_info += " (tests/tiny_models.py: untrained, 64x64 input, one conv layer)"
     elif args.model_dir is None:
