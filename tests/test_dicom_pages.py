@@ -57,7 +57,9 @@ def test_dicom_added_to_a_case_is_shown_as_the_rendered_png(rad_client, case):
     image = Image.objects.get()
 
     page = rad_client.get(reverse("case_detail", args=[case.pk]))
-    assert f'src="{reverse("image_file", args=[image.pk])}"' in page.content.decode()
+    # The viewer loads the rendered PNG (and, for window/level, the modality values).
+    assert f'data-image-url="{reverse("image_file", args=[image.pk])}"' in page.content.decode()
+    assert f'data-pixels-url="{reverse("image_pixels", args=[image.pk])}"' in page.content.decode()
     assert "80×96 DICOM" in page_text(page)
 
     response = rad_client.get(reverse("image_file", args=[image.pk]))
