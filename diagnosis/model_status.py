@@ -310,6 +310,15 @@ class Evidence:
     validation_url: str
     signed_cases: int
 
+    def as_json(self) -> dict:
+        """What the API and the case page's status poll carry."""
+        return {
+            "status": self.status,
+            "since": self.since,
+            "evidence": self.text,
+            "validation_url": self.validation_url,
+        }
+
 
 # Evidence facts are cached per process for this long (seconds): the line is read on every case
 # page, API read and poll, and new signed cases move it slowly. A status change clears its key here;
@@ -403,6 +412,12 @@ def result_evidence(
         validation_url=validation_url(model_name, model_version),
         signed_cases=facts["cases"],
     )
+
+
+def job_evidence_json(job: InferenceJob) -> dict | None:
+    """job_evidence as the API and the status poll carry it (None: nothing shown for this job)."""
+    evidence = job_evidence(job)
+    return None if evidence is None else evidence.as_json()
 
 
 def job_evidence(job: InferenceJob, *, use_cache: bool = True) -> Evidence | None:

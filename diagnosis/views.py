@@ -28,7 +28,7 @@ from accounts.forms import add_service_errors
 from accounts.models import User
 from diagnosis import downloads, fragments, model_cards, pixels, selectors, services
 from diagnosis.forms import CaseCreateForm, ImagesUploadForm, ImageWithdrawForm, PatientSearchForm, WorklistFilterForm
-from diagnosis.model_status import job_evidence
+from diagnosis.model_status import job_evidence_json
 from diagnosis.models import Case, Image, InferenceJob, Patient, Prediction
 from diagnosis.templatetags.xnet import no_model_message
 from ml.labels import display_name
@@ -370,21 +370,9 @@ def _job_json(job: InferenceJob | None) -> dict | None:
         "rejection_code": job.rejection_code,
         "rejection_reason": job.rejection_reason,
         # The model's status here and what it rests on (issue 12): only assistive results are shown.
-        "model_status": _evidence_json(job),
+        "model_status": job_evidence_json(job),
         "queue_wait_s": _seconds(job.queue_wait),
         "run_time_s": _seconds(job.run_time),
-    }
-
-
-def _evidence_json(job: InferenceJob) -> dict | None:
-    evidence = job_evidence(job)
-    if evidence is None:
-        return None
-    return {
-        "status": evidence.status,
-        "since": evidence.since,
-        "evidence": evidence.text,
-        "validation_url": evidence.validation_url,
     }
 
 

@@ -186,17 +186,9 @@ class ModelStatusSerializer(serializers.Serializer):
 
 
 def _model_status(job: InferenceJob) -> dict | None:
-    from diagnosis.model_status import job_evidence
+    from diagnosis.model_status import job_evidence_json
 
-    evidence = job_evidence(job)
-    if evidence is None:
-        return None
-    return {
-        "status": evidence.status,
-        "since": evidence.since,
-        "evidence": evidence.text,
-        "validation_url": evidence.validation_url,
-    }
+    return job_evidence_json(job)
 
 
 class PredictionSerializer(serializers.ModelSerializer):
