@@ -873,6 +873,18 @@ def _failed(job: InferenceJob, exc: BaseException, message: str | None = None, s
     return _Outcome(job, InferenceJob.Status.FAILED, spec=spec, message=message or _reason(exc))
 
 
+def _rejected(job: InferenceJob, spec: object, verdict) -> _Outcome:
+    """The input gate refused the image for this model: the job ends rejected, with the reason."""
+    return _Outcome(
+        job,
+        InferenceJob.Status.REJECTED,
+        spec=spec,
+        code=verdict.code,
+        reason=verdict.reason,
+        gate_scores=verdict.scores,
+    )
+
+
 def _fail_alone(job: InferenceJob, exc: BaseException, message: str | None = None) -> None:
     outcome = _failed(job, exc, message)
     job_fail(job_id=job.pk, attempt=job.attempt, message=outcome.message)
@@ -976,16 +988,7 @@ def _run_batch(batch: list[InferenceJob]) -> None:
                 if verdict.accepted:
                     ready.append((job, inference.prepare_input(spec, copy.greys[size]), verdict.scores))
                 else:
-                    outcomes.append(
-                        _Outcome(
-                            job,
-                            InferenceJob.Status.REJECTED,
-                            spec=spec,
-                            code=verdict.code,
-                            reason=verdict.reason,
-                            gate_scores=verdict.scores,
-                        )
-                    )
+                    outcomes.append(_rejected(job, spec, verdict))
                 continue
             try:
                 handle = image_open(image=job.image)
@@ -997,16 +1000,7 @@ def _run_batch(batch: list[InferenceJob]) -> None:
                     picture.load()
                     verdict = gate.check_image(spec, picture, dicom=job.image.dicom)
                     if not verdict.accepted:
-                        outcomes.append(
-                            _Outcome(
-                                job,
-                                InferenceJob.Status.REJECTED,
-                                spec=spec,
-                                code=verdict.code,
-                                reason=verdict.reason,
-                                gate_scores=verdict.scores,
-                            )
-                        )
+                        outcomes.append(_rejected(job, spec, verdict))
                         continue
                     ready.append((job, inference.prepare_input(spec, picture), verdict.scores))
             except inference.InferenceError as exc:
