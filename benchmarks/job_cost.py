@@ -74,6 +74,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=30)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "ml" / "models")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument(
+        "--profile", action="store_true", help="after the table: the last job's SQL and a cProfile of 10 more stores"
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="xnet-bench-jobcost-"))
@@ -180,6 +183,8 @@ def main() -> None:
             statements["store"][-1] += m["png"][1] - m["modelled"][1]
             rows["  of which other apps' commit hooks"].append(hooks["seconds"])
             statements["  of which other apps' commit hooks"].append(hooks["statements"])
+        if args.profile:
+            last_sql = profile(args, upload, services, connection, CaptureQueriesContext)
     finally:
         flush_broker(settings.CELERY_BROKER_URL)
 
@@ -213,6 +218,28 @@ def main() -> None:
         f"ratio {own_p50 / statistics.median(rows['model']):.2f}"
     )
     print(f"  load average after: {', '.join(f'{value:.2f}' for value in __import__('os').getloadavg())}")
+    if args.profile:
+        print(last_sql)
+
+
+def profile(args, upload, services, connection, capture) -> str:
+    """The SQL of one more job, then cProfile over 10 jobs' job_run (cumulative time, top 30)."""
+    import cProfile
+    import io
+    import pstats
+
+    with capture(connection) as queries:
+        services.job_run(job_id=upload())
+    lines = ["", "SQL of one job_run:"] + [f"  {query['time']}s {query['sql'][:220]}" for query in queries]
+    profiler = cProfile.Profile()
+    for _ in range(10):
+        job_id = upload()
+        profiler.enable()
+        services.job_run(job_id=job_id)
+        profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
+    return "\n".join(lines) + "\n" + out.getvalue()
 
 
 if __name__ == "__main__":

@@ -127,33 +127,62 @@ class Case(models.Model):
 
         The case row is locked first, so two workers finishing jobs of one case at once cannot
         store a finding computed without the other's result.
-        """
-        with transaction.atomic():
-            Case.objects.select_for_update().filter(pk=self.pk).exists()
-            # The report lives in the reviews app, which builds on this one: read it by relation.
-            signed = Case.objects.filter(pk=self.pk, report__isnull=False).values(
-                "report__ai_label", "report__ai_probability"
-            )
-            signed = signed.first()
-            self.waiting_since = self.images.current().aggregate(first=models.Min("uploaded_at"))["first"]
-            if signed is not None:
-                self.lead_label = signed["report__ai_label"]
-                self.lead_probability = signed["report__ai_probability"]
-            else:
-                from diagnosis.model_status import assistive_q  # imports this module
 
-                latest: dict[int, InferenceJob] = {}
+        Two statements, a third only when the order changed (the worker calls this once per case
+        per stored batch, issue 11): the lock reads the report, the first upload, the department
+        and the stored order at once; no savepoint (a failure here fails the caller's transaction
+        anyway).
+        """
+        first_upload = (
+            Image.objects.current().filter(case=models.OuterRef("pk")).order_by("uploaded_at").values("uploaded_at")[:1]
+        )
+        with transaction.atomic(savepoint=False):
+            # The report lives in the reviews app, which builds on this one: read it by relation.
+            row = (
+                Case.objects.select_for_update(of=("self",))
+                .filter(pk=self.pk)
+                .annotate(first_upload=models.Subquery(first_upload))
+                .values_list(
+                    "report__id",
+                    "report__ai_label",
+                    "report__ai_probability",
+                    "first_upload",
+                    "patient__department_id",
+                    "waiting_since",
+                    "lead_label",
+                    "lead_probability",
+                )
+                .first()
+            )
+            if row is None:
+                return
+            report_id, ai_label, ai_probability, self.waiting_since, department_id = row[:5]
+            if report_id is not None:
+                self.lead_label = ai_label
+                self.lead_probability = ai_probability
+            else:
                 # Only assistive models' results order the worklist: a silent result never raises a case.
-                jobs = InferenceJob.objects.filter(assistive_q(), image__case=self, image__withdrawn_at__isnull=True)
+                # (diagnosis.model_status.assistive_q, with the case's department known already.)
+                assistive = ModelDeployment.objects.filter(
+                    department_id=department_id,
+                    model_name=models.OuterRef("model_name"),
+                    model_version=models.OuterRef("model_version"),
+                    status=ModelDeployment.Status.ASSISTIVE,
+                )
+                latest: dict[int, InferenceJob] = {}
+                jobs = InferenceJob.objects.filter(
+                    models.Exists(assistive), image__case_id=self.pk, image__withdrawn_at__isnull=True
+                )
                 for job in jobs.select_related("prediction").order_by("created_at", "id"):
                     latest[job.image_id] = job
                 lead_job = leading_job(latest.values())
                 lead = lead_job.prediction if lead_job else None
                 self.lead_label = lead.top_label if lead else ""
                 self.lead_probability = lead.top_probability if lead else None
-            Case.objects.filter(pk=self.pk).update(
-                waiting_since=self.waiting_since, lead_label=self.lead_label, lead_probability=self.lead_probability
-            )
+            if (self.waiting_since, self.lead_label, self.lead_probability) != row[5:]:
+                Case.objects.filter(pk=self.pk).update(
+                    waiting_since=self.waiting_since, lead_label=self.lead_label, lead_probability=self.lead_probability
+                )
 
 
 def _image_path(instance: Image, filename: str) -> str:

@@ -1,6 +1,8 @@
 """Results and signatures start deliveries: diagnosis and reviews announce, this app listens.
 
-Deferred to commit: a result or a signature that rolls back sends nothing.
+Deferred to commit: a result or a signature that rolls back sends nothing. Each first asks, in
+one query, whether the department has an enabled destination node: most have none, and the
+worker's store should not load a result for nobody (issue 11).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from django.dispatch import receiver
 
 from diagnosis.models import Prediction
 from dicomnet import services
+from dicomnet.models import DicomNode
 from reviews.signals import report_signed
 
 
@@ -22,7 +25,16 @@ def prediction_stored(sender, instance: Prediction, created: bool = False, **kwa
         transaction.on_commit(partial(_for_prediction, instance.pk), robust=True)
 
 
+def has_destination(**department_of) -> bool:
+    """Whether the department reached by `department_of` (a lookup from Department) has a node
+    that services._destinations would send to: one query, read at commit."""
+    lookup = {f"department__{path}": value for path, value in department_of.items()}
+    return DicomNode.objects.filter(enabled=True, direction__in=DicomNode.DESTINATION_DIRECTIONS, **lookup).exists()
+
+
 def _for_prediction(prediction_id: int) -> None:
+    if not has_destination(patients__cases__images__jobs__prediction=prediction_id):
+        return
     with transaction.atomic():
         services.deliveries_for_prediction(prediction_id=prediction_id)
 
@@ -33,5 +45,7 @@ def report_was_signed(sender, report, **kwargs) -> None:
 
 
 def _for_report(report_id: int) -> None:
+    if not has_destination(patients__cases__report=report_id):
+        return
     with transaction.atomic():
         services.deliveries_for_report(report_id=report_id)

@@ -1,7 +1,9 @@
 """Receivers: a finished job (diagnosis) and a signed report (reviews) become webhook deliveries.
 
 Both act on commit (transaction.on_commit, robust: a webhook failure never fails the worker's job
-or the signature), so nothing is sent for work that rolls back.
+or the signature), so nothing is sent for work that rolls back. Each first asks, in one query,
+whether any active subscription of the object's department wants the event: most departments have
+none, and the worker's store should not build a payload for nobody (issue 11).
 """
 
 from __future__ import annotations
@@ -15,6 +17,25 @@ from django.dispatch import receiver
 from diagnosis.models import InferenceJob
 from reviews.signals import report_signed
 from webhooks import events
+from webhooks.models import Event, Subscription
+
+
+def subscribed(event: str, **department_of) -> bool:
+    """Whether an active subscription of the department reached by `department_of` (a lookup
+    from Department, e.g. patients__cases__images__jobs=id) takes this event: one query, read at
+    commit, so a subscription added a moment ago counts."""
+    lookup = {f"department__{path}": value for path, value in department_of.items()}
+    return Subscription.objects.filter(is_active=True, events__contains=[event], **lookup).exists()
+
+
+def _job_finished(job_id: int) -> None:
+    if subscribed(Event.JOB_FINISHED, patients__cases__images__jobs=job_id):
+        events.job_finished(job_id)
+
+
+def _report_signed(report_id: int) -> None:
+    if subscribed(Event.REPORT_SIGNED, patients__cases__report=report_id):
+        events.report_signed(report_id)
 
 
 @receiver(post_save, sender=InferenceJob, dispatch_uid="webhooks_job_finished")
@@ -24,9 +45,9 @@ def job_saved(sender, instance: InferenceJob, created: bool = False, raw: bool =
     update_fields = kwargs.get("update_fields")
     if update_fields is not None and "status" not in update_fields:
         return  # a finished job saved again for another field: the event went out already
-    transaction.on_commit(partial(events.job_finished, instance.pk), robust=True)
+    transaction.on_commit(partial(_job_finished, instance.pk), robust=True)
 
 
 @receiver(report_signed, dispatch_uid="webhooks_report_signed")
 def report_was_signed(sender, report, **kwargs) -> None:
-    transaction.on_commit(partial(events.report_signed, report.pk), robust=True)
+    transaction.on_commit(partial(_report_signed, report.pk), robust=True)
