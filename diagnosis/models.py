@@ -152,6 +152,7 @@ class Case(models.Model):
                     "lead_label",
                     "lead_probability",
                 )
+                .order_by("pk")  # one row: no sort by the model's default order
                 .first()
             )
             if row is None:
