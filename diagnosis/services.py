@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -231,7 +230,7 @@ def _store_images(
                 image.save()
                 for job in _jobs_create(image=image, department_id=case.patient.department_id):
                     jobs.append(job)
-                    transaction.on_commit(partial(job_enqueue, job_id=job.pk), robust=True)
+                    transaction.on_commit(lambda pk=job.pk: job_enqueue(job_id=pk), robust=True)
     except BaseException:
         for image in written:
             if image.file:
@@ -1240,7 +1239,7 @@ def job_retry(*, job_id: int, user: User) -> InferenceJob:
             )
         retry = InferenceJob.objects.create(image=job.image, model_name=job.model_name, model_version=job.model_version)
         job_retried.send(sender=InferenceJob, job=job, retry=retry, user=user)
-        transaction.on_commit(partial(job_enqueue, job_id=retry.pk), robust=True)
+        transaction.on_commit(lambda pk=retry.pk: job_enqueue(job_id=pk), robust=True)
     logger.info("Job %s re-run as job %s by %s", job.pk, retry.pk, user.get_username())
     return retry
 

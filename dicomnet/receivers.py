@@ -7,8 +7,6 @@ worker's store should not load a result for nobody (issue 11).
 
 from __future__ import annotations
 
-from functools import partial
-
 from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
@@ -22,7 +20,7 @@ from reviews.signals import report_signed
 @receiver(post_save, sender=Prediction)
 def prediction_stored(sender, instance: Prediction, created: bool = False, **kwargs) -> None:
     if created:
-        transaction.on_commit(partial(_for_prediction, instance.pk), robust=True)
+        transaction.on_commit(lambda pk=instance.pk: _for_prediction(pk), robust=True)
 
 
 def has_destination(**department_of) -> bool:
@@ -41,7 +39,7 @@ def _for_prediction(prediction_id: int) -> None:
 
 @receiver(report_signed)
 def report_was_signed(sender, report, **kwargs) -> None:
-    transaction.on_commit(partial(_for_report, report.pk), robust=True)
+    transaction.on_commit(lambda pk=report.pk: _for_report(pk), robust=True)
 
 
 def _for_report(report_id: int) -> None:

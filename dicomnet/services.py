@@ -11,7 +11,6 @@ import io
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 
 import pydicom
 from django.conf import settings
@@ -379,7 +378,7 @@ def deliveries_for_prediction(*, prediction_id: int) -> list[Delivery]:
             if delivery is not None:
                 created.append(delivery)
     for delivery in created:
-        transaction.on_commit(partial(delivery_enqueue, delivery_id=delivery.pk), robust=True)
+        transaction.on_commit(lambda pk=delivery.pk: delivery_enqueue(delivery_id=pk), robust=True)
     return created
 
 
@@ -399,7 +398,7 @@ def deliveries_for_report(*, report_id: int) -> list[Delivery]:
         if delivery is not None:
             created.append(delivery)
     for delivery in created:
-        transaction.on_commit(partial(delivery_enqueue, delivery_id=delivery.pk), robust=True)
+        transaction.on_commit(lambda pk=delivery.pk: delivery_enqueue(delivery_id=pk), robust=True)
     return created
 
 
@@ -477,7 +476,7 @@ def delivery_resend(*, delivery: Delivery, user: User) -> Delivery:
             object_id=locked.pk,
             detail={"change": "dicom_delivery_resend", "kind": locked.kind, "case": locked.case_id},
         )
-        transaction.on_commit(partial(delivery_enqueue, delivery_id=locked.pk), robust=True)
+        transaction.on_commit(lambda pk=locked.pk: delivery_enqueue(delivery_id=pk), robust=True)
     return locked
 
 

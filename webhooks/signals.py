@@ -8,8 +8,6 @@ none, and the worker's store should not build a payload for nobody (issue 11).
 
 from __future__ import annotations
 
-from functools import partial
-
 from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
@@ -25,7 +23,9 @@ def subscribed(event: str, **department_of) -> bool:
     from Department, e.g. patients__cases__images__jobs=id) takes this event: one query, read at
     commit, so a subscription added a moment ago counts."""
     lookup = {f"department__{path}": value for path, value in department_of.items()}
-    return Subscription.objects.filter(is_active=True, events__contains=[event], **lookup).exists()
+    # Events are a JSON list: matched here, as SQLite (command 1) has no JSON `contains` lookup.
+    wanted = Subscription.objects.filter(is_active=True, **lookup).values_list("events", flat=True)
+    return any(event in events for events in wanted)
 
 
 def _job_finished(job_id: int) -> None:
@@ -45,9 +45,9 @@ def job_saved(sender, instance: InferenceJob, created: bool = False, raw: bool =
     update_fields = kwargs.get("update_fields")
     if update_fields is not None and "status" not in update_fields:
         return  # a finished job saved again for another field: the event went out already
-    transaction.on_commit(partial(_job_finished, instance.pk), robust=True)
+    transaction.on_commit(lambda pk=instance.pk: _job_finished(pk), robust=True)
 
 
 @receiver(report_signed, dispatch_uid="webhooks_report_signed")
 def report_was_signed(sender, report, **kwargs) -> None:
-    transaction.on_commit(partial(_report_signed, report.pk), robust=True)
+    transaction.on_commit(lambda pk=report.pk: _report_signed(pk), robust=True)
