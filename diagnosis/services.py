@@ -200,7 +200,9 @@ def _store_images(
     written: list[Image] = []
     jobs: list[InferenceJob] = []
     try:
-        with transaction.atomic():
+        # reading_order_once: the image and each of its jobs would refresh the case's reading
+        # order as they are saved; it is refreshed once, before the transaction commits.
+        with transaction.atomic(), reading_order_once():
             # The case row lock orders this upload against a signature (report_sign takes the
             # same lock): either the images are in before the report is written, or they are
             # refused. It also numbers the images without two uploads taking one position.

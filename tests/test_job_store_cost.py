@@ -9,13 +9,22 @@ UPDATE only when the order changed.
 from __future__ import annotations
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from diagnosis import services as diagnosis_services
 from diagnosis.models import Case
 from dicomnet.models import Delivery as DicomDelivery
 from dicomnet.models import DicomNode
-from tests.factories import CaseFactory, DepartmentFactory, PatientFactory, PredictionFactory
+from tests.factories import (
+    CaseFactory,
+    DepartmentFactory,
+    ModelDeploymentFactory,
+    PatientFactory,
+    PredictionFactory,
+    png_bytes,
+)
 from tests.test_dicomnet_delivery import dicom_prediction
 from webhooks.models import Delivery as WebhookDelivery
 from webhooks.models import Event, Subscription
@@ -103,3 +112,20 @@ def test_the_reading_order_is_refreshed_in_two_statements_and_written_only_when_
     assert [query["sql"].split()[0] for query in changed] == ["SELECT", "SELECT", "UPDATE"]
     case = Case.objects.get(pk=case.pk)
     assert (case.lead_label, case.lead_probability) == (prediction.top_label, prediction.top_probability)
+
+
+def test_an_upload_refreshes_its_cases_reading_order_once(radiologist):
+    """The image and each model's job are saved in one upload: the case's reading order is
+    computed once, at the end, whatever the number of models (it was once per save)."""
+    ModelDeploymentFactory(department=radiologist.department)  # a silent candidate beside the assistive model
+    case = CaseFactory(patient=PatientFactory(department=radiologist.department, created_by=radiologist))
+    upload = SimpleUploadedFile("chest.png", png_bytes(256, 256))
+    with CaptureQueriesContext(connection) as queries:
+        jobs = diagnosis_services.images_upload(case=case, files=[upload], uploaded_by=radiologist)
+
+    assert len(jobs) == 2
+    sql = [query["sql"] for query in queries.captured_queries]
+    assert sum(statement.startswith('UPDATE "diagnosis_case"') for statement in sql) == 1
+    assert sum('FROM "diagnosis_inferencejob"' in statement for statement in sql) == 1  # the order's one read
+    case.refresh_from_db()
+    assert case.waiting_since is not None
