@@ -10,6 +10,8 @@ heartbeats) and which jobs they finished (InferenceJob.worker), so this needs no
 
 from __future__ import annotations
 
+from django.db.models import Q
+
 from diagnosis.models import InferenceJob
 from health.selectors import live_workers
 
@@ -25,8 +27,9 @@ def first_after_start(job: InferenceJob) -> bool:
     workers = live_workers(queue=job.image.modality)
     if not workers:
         return False
+    # A job names its claimer "<celery hostname> <pid>" (services.this_worker); a heartbeat the
+    # hostname. One query for all of them.
+    since_start = Q()
     for worker in workers:
-        finished = InferenceJob.objects.filter(worker=worker.name, finished_at__gte=worker.started_at)
-        if finished.exclude(pk=job.pk).exists():
-            return False
-    return True
+        since_start |= Q(worker__startswith=f"{worker.name} ", finished_at__gte=worker.started_at)
+    return not InferenceJob.objects.filter(since_start).exclude(pk=job.pk).exists()

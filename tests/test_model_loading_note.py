@@ -35,7 +35,7 @@ def finished_by_worker(case, *, when) -> InferenceJob:
         image=ImageFactory(case=CaseFactory(patient=case.patient)),
         status=InferenceJob.Status.SUCCEEDED,
         attempt=1,
-        worker=WORKER,
+        worker=f"{WORKER} 4242",  # as services.this_worker records it: hostname and pid
         started_at=when,
         finished_at=when,
     )
