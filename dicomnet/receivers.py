@@ -13,7 +13,6 @@ from django.dispatch import receiver
 
 from diagnosis.models import Prediction
 from dicomnet import services
-from dicomnet.models import DicomNode
 from reviews.signals import report_signed
 
 
@@ -25,9 +24,9 @@ def prediction_stored(sender, instance: Prediction, created: bool = False, **kwa
 
 def has_destination(**department_of) -> bool:
     """Whether the department reached by `department_of` (a lookup from Department) has a node
-    that services._destinations would send to: one query, read at commit."""
+    that results are sent to: one query, read at commit."""
     lookup = {f"department__{path}": value for path, value in department_of.items()}
-    return DicomNode.objects.filter(enabled=True, direction__in=DicomNode.DESTINATION_DIRECTIONS, **lookup).exists()
+    return services.destination_nodes().filter(**lookup).exists()
 
 
 def _for_prediction(prediction_id: int) -> None:

@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from pydicom.uid import generate_uid
 
@@ -318,10 +318,13 @@ def _store(
 # Deliveries --------------------------------------------------------------------------------
 
 
-def _destinations(department_id: int):
-    return DicomNode.objects.filter(
-        department_id=department_id, direction__in=DicomNode.DESTINATION_DIRECTIONS, enabled=True
-    )
+def destination_nodes() -> QuerySet[DicomNode]:
+    """The nodes results are sent to: enabled, and marked destination (or both)."""
+    return DicomNode.objects.filter(direction__in=DicomNode.DESTINATION_DIRECTIONS, enabled=True)
+
+
+def _destinations(department_id: int) -> QuerySet[DicomNode]:
+    return destination_nodes().filter(department_id=department_id)
 
 
 def _source_dicom_image(image: Image) -> bool:
