@@ -32,6 +32,7 @@ from tests.workers import (
     finished_job,
     received_task_ids,
     redeliver_unacked,
+    results_held,
     wait_for,
 )
 
@@ -101,12 +102,12 @@ def test_job_of_a_killed_worker_finishes_exactly_once(
     workers, api, radiologist, chest_xray_bytes, recovery_env, startup
 ):
     first = workers.start(env=recovery_env)
-    body = api_upload(api, case_for(radiologist, "xray"), chest_xray_bytes)
-    job_id = body["job"]["id"]
-
-    # A fresh worker child claims the job, then spends seconds importing TensorFlow: kill it there.
-    wait_for(partial(_running, job_id), timeout=30 + startup, interval=0.02, what="the claim", log=first.log)
-    first.kill()
+    with results_held():
+        body = api_upload(api, case_for(radiologist, "xray"), chest_xray_bytes)
+        job_id = body["job"]["id"]
+        # The worker claims the job, runs the model and waits to store the results: kill it there.
+        wait_for(partial(_running, job_id), timeout=30 + startup, interval=0.05, what="the claim", log=first.log)
+        first.kill()
     job = InferenceJob.objects.get(pk=job_id)
     assert (job.status, job.attempt) == (InferenceJob.Status.RUNNING, 1), "the kill came too late"
     assert not Prediction.objects.filter(job_id=job_id).exists()
@@ -144,13 +145,15 @@ def test_job_of_a_killed_pool_child_is_taken_over_at_once(
     new child's claim sees the old claimer is gone. No sweep is involved (heartbeats hourly)."""
     env = {**recovery_env, "XNET_HEARTBEAT_INTERVAL": "3600", "XNET_WORKER_LOST_AFTER": "7200"}
     worker = workers.start(env=env)
-    body = api_upload(api, case_for(radiologist, "xray"), chest_xray_bytes)
-    job_id = body["job"]["id"]
-
-    job = wait_for(partial(_running, job_id), timeout=30 + startup, interval=0.02, what="the claim", log=worker.log)
-    child = int(job.worker.rsplit(" ", 1)[1])
-    assert child != worker.process.pid
-    os.kill(child, signal.SIGKILL)
+    with results_held():
+        body = api_upload(api, case_for(radiologist, "xray"), chest_xray_bytes)
+        job_id = body["job"]["id"]
+        job = wait_for(
+            partial(_running, job_id), timeout=30 + startup, interval=0.05, what="the claim", log=worker.log
+        )
+        child = int(job.worker.rsplit(" ", 1)[1])
+        assert child != worker.process.pid
+        os.kill(child, signal.SIGKILL)
 
     job = wait_for(lambda: finished_job(job_id), timeout=_job_deadline(startup), what="the job", log=worker.log)
     assert job.status == InferenceJob.Status.SUCCEEDED, job.error_message

@@ -98,6 +98,36 @@ def database_url_for_tests() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+@contextmanager
+def results_held() -> Iterator[None]:
+    """Hold every worker at the point where it stores a job's results, until the block ends.
+
+    Another connection holds the predictions table in SHARE mode: readers go on, but the store's
+    INSERT waits, inside the transaction that also locked the job row. A job then stays claimed and
+    running for as long as a test needs to kill its worker there; with models preloaded and tiny,
+    the whole run takes a few milliseconds, and a kill timed by polling could land after the commit.
+    """
+    import psycopg2
+
+    from diagnosis.models import Prediction
+
+    db = settings.DATABASES["default"]
+    holder = psycopg2.connect(
+        dbname=db["NAME"],
+        user=db["USER"],
+        password=db.get("PASSWORD") or None,
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+    )
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute(f'LOCK TABLE "{Prediction._meta.db_table}" IN SHARE MODE')
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 # Redis -----------------------------------------------------------------------------------
 
 
