@@ -191,6 +191,7 @@ def fill(department, user, target: int) -> int:
                     )
                 )
         Case.objects.bulk_update(with_images, ["waiting_since", "lead_label", "lead_probability"], batch_size=2000)
+        Case.objects.filter(pk__in=[case.pk for case in with_images]).refresh_latest_jobs(department_id=department.pk)
         Report.objects.bulk_create(reports, batch_size=2000)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # fresh planner statistics, as autovacuum would give a live site

@@ -75,6 +75,34 @@ class Patient(models.Model):
             raise ValidationError({"department": ValidationError(message, code="signed_case_locked")})
 
 
+def _assistive_deployment(department_id: int | models.Expression) -> models.QuerySet:
+    """The deployment row that makes the outer query's job (its model_name and model_version)
+    assistive in the department: diagnosis.model_status.assistive_q with the department known."""
+    return ModelDeployment.objects.filter(
+        department_id=department_id,
+        model_name=models.OuterRef("model_name"),
+        model_version=models.OuterRef("model_version"),
+        status=ModelDeployment.Status.ASSISTIVE,
+    )
+
+
+class CaseQuerySet(models.QuerySet):
+    def refresh_latest_jobs(self, *, department_id: int) -> int:
+        """Recompute Case.latest_job for these cases of one department in one UPDATE: what
+        refresh_reading_order stores, for many cases at once (a model's status changed, so which
+        of their jobs are shown changed, signed cases included)."""
+        latest = (
+            InferenceJob.objects.filter(
+                models.Exists(_assistive_deployment(department_id)),
+                image__case=models.OuterRef("pk"),
+                image__withdrawn_at__isnull=True,
+            )
+            .order_by("-created_at", "-id")
+            .values("pk")[:1]
+        )
+        return self.filter(patient__department_id=department_id).update(latest_job=models.Subquery(latest))
+
+
 class Case(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="cases")
     modality = models.CharField(max_length=8, choices=Modality.choices)
@@ -87,6 +115,15 @@ class Case(models.Model):
     waiting_since = models.DateTimeField(null=True, blank=True, help_text="first image upload")
     lead_label = models.CharField(max_length=64, blank=True, help_text="the leading AI finding (see below)")
     lead_probability = models.FloatField(null=True, blank=True)
+    # The case's latest job of a model assistive in its department, on a current image: the
+    # worklist's "AI job" column and job-status filter read its status through this one join.
+    # Kept with the reading order (refresh_reading_order); claiming or releasing a job changes
+    # its status, never which job is latest, so the worker's hot path does not touch it.
+    latest_job = models.ForeignKey(
+        "InferenceJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+
+    objects = CaseQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -128,6 +165,8 @@ class Case(models.Model):
         The case row is locked first, so two workers finishing jobs of one case at once cannot
         store a finding computed without the other's result.
 
+        Also the case's latest shown job (latest_job), signed or not.
+
         Two statements, a third only when the order changed (the worker calls this once per case
         per stored batch, issue 11): the lock reads the report, the first upload, the department
         and the stored order at once; no savepoint (a failure here fails the caller's transaction
@@ -151,6 +190,7 @@ class Case(models.Model):
                     "waiting_since",
                     "lead_label",
                     "lead_probability",
+                    "latest_job_id",
                 )
                 .order_by("pk")  # one row: no sort by the model's default order
                 .first()
@@ -158,31 +198,33 @@ class Case(models.Model):
             if row is None:
                 return
             report_id, ai_label, ai_probability, self.waiting_since, department_id = row[:5]
+            # Only assistive models' results are shown and order the worklist: a silent result
+            # never raises a case. (diagnosis.model_status.assistive_q, the department known already.)
+            latest: dict[int, InferenceJob] = {}
+            last = None
+            jobs = InferenceJob.objects.filter(
+                models.Exists(_assistive_deployment(department_id)),
+                image__case_id=self.pk,
+                image__withdrawn_at__isnull=True,
+            )
+            for job in jobs.select_related("prediction").order_by("created_at", "id"):
+                latest[job.image_id] = last = job
+            self.latest_job_id = last.pk if last else None
             if report_id is not None:
                 self.lead_label = ai_label
                 self.lead_probability = ai_probability
             else:
-                # Only assistive models' results order the worklist: a silent result never raises a case.
-                # (diagnosis.model_status.assistive_q, with the case's department known already.)
-                assistive = ModelDeployment.objects.filter(
-                    department_id=department_id,
-                    model_name=models.OuterRef("model_name"),
-                    model_version=models.OuterRef("model_version"),
-                    status=ModelDeployment.Status.ASSISTIVE,
-                )
-                latest: dict[int, InferenceJob] = {}
-                jobs = InferenceJob.objects.filter(
-                    models.Exists(assistive), image__case_id=self.pk, image__withdrawn_at__isnull=True
-                )
-                for job in jobs.select_related("prediction").order_by("created_at", "id"):
-                    latest[job.image_id] = job
                 lead_job = leading_job(latest.values())
                 lead = lead_job.prediction if lead_job else None
                 self.lead_label = lead.top_label if lead else ""
                 self.lead_probability = lead.top_probability if lead else None
-            if (self.waiting_since, self.lead_label, self.lead_probability) != row[5:]:
+            stored = (self.waiting_since, self.lead_label, self.lead_probability, self.latest_job_id)
+            if stored != row[5:]:
                 Case.objects.filter(pk=self.pk).update(
-                    waiting_since=self.waiting_since, lead_label=self.lead_label, lead_probability=self.lead_probability
+                    waiting_since=self.waiting_since,
+                    lead_label=self.lead_label,
+                    lead_probability=self.lead_probability,
+                    latest_job_id=self.latest_job_id,
                 )
 
 

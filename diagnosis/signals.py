@@ -120,7 +120,11 @@ def worker_started(sender=None, **kwargs) -> None:
 
 def refresh_cases_of_model(*, department_id: int, model_name: str, model_version: str) -> int:
     """Recompute the reading order of the department's unsigned cases holding a result of this
-    model version: its status changed, so whether that result orders the worklist changed too."""
+    model version: its status changed, so whether that result orders the worklist changed too.
+    Every case holding one, signed too, gets its latest shown job again, in one UPDATE."""
+    Case.objects.filter(
+        pk__in=Image.objects.filter(jobs__model_name=model_name, jobs__model_version=model_version).values("case_id")
+    ).refresh_latest_jobs(department_id=department_id)
     case_ids = (
         Case.objects.filter(
             patient__department_id=department_id,

@@ -277,6 +277,43 @@ def test_triage_ignores_silent_results_and_follows_a_promotion(
     assert (case.lead_label, case.lead_probability) == ("covid", 0.99)
 
 
+def test_job_column_and_status_filter_follow_a_promotion_signed_cases_too(
+    radiologist, django_capture_on_commit_callbacks
+):
+    """Case.latest_job (the worklist's job column and status filter, issue 11) is the latest shown
+    job: a promotion makes the new model's results shown and the demoted one's not, on signed
+    cases as well as unsigned ones, whose reading order alone the promotion recomputes."""
+    department = radiologist.department
+    shadow = ModelDeploymentFactory(department=department, model_name="shadow", status="silent")
+    patient = PatientFactory(department=department, created_by=radiologist)
+    signed = CaseFactory(patient=patient, created_by=radiologist)
+    image = ImageFactory(case=signed)
+    PredictionFactory(job__image=image, top_label="normal", top_probability=0.9)
+    later_silent = InferenceJobFactory(image=image, model_name="shadow", status="failed")
+    review_services.report_sign(
+        case=Case.objects.get(pk=signed.pk), signed_by=radiologist, agrees_with_ai=True, impression="Clear lungs."
+    )
+    unsigned = CaseFactory(patient=patient, created_by=radiologist)
+    PredictionFactory(job__image=ImageFactory(case=unsigned), top_label="normal", top_probability=0.8)
+    api = token_client(radiologist)
+
+    def shown() -> dict[int, tuple]:
+        rows = api.get("/api/v1/cases/").json()["results"]
+        return {row["id"]: (row["status"], row["top_label"]) for row in rows}
+
+    def failed() -> set[int]:
+        return {row["id"] for row in api.get("/api/v1/cases/?status=failed").json()["results"]}
+
+    assert shown() == {signed.pk: ("succeeded", "normal"), unsigned.pk: ("succeeded", "normal")}
+    assert failed() == set()
+    with django_capture_on_commit_callbacks(execute=True):
+        assistive(shadow)  # the tiny X-ray model is demoted with it
+    assert Case.objects.get(pk=signed.pk).latest_job_id == later_silent.pk
+    assert shown() == {signed.pk: ("failed", None), unsigned.pk: (None, None)}
+    assert failed() == {signed.pk}
+    assert {row["id"] for row in api.get("/api/v1/cases/?status=none").json()["results"]} == {unsigned.pk}
+
+
 # Silent results are invisible -------------------------------------------------------------------
 
 SILENT_LABEL = "zz_silent_finding"
