@@ -1,15 +1,20 @@
 """The worker's inference path against ONNX Runtime's bare forward pass, on the installed models.
 
     .venv/bin/python benchmarks/inference.py [--model-dir ml/models] [--repeats 30] [--tensorflow]
+        [--spin 0|1|both]
 
-For each model folder, in a fresh process that never imports TensorFlow:
+For each model folder, in fresh processes that never import TensorFlow:
 - worker: `ml.inference.analyse_inputs` as the worker calls it (ONNX Runtime on model.onnx:
   probabilities, gate features, Grad-CAM upsampled to the input size, calibration);
 - bare: an ONNX Runtime session with default options on the model as Keras's own
   `model.export(format="onnx")` writes it (probabilities only), the same batch.
-The two are timed alternately in the same run (medians of --repeats calls each, after a warm-up),
-at batch 1 and 16; ratio = bare / worker, so >= 1.0 means the worker's whole path costs no more
-than the forward pass alone. Load time and peak memory are the worker process's own.
+The two are timed in separate fresh processes, worker, bare, bare, worker (medians of --repeats
+calls each, after a warm-up; see compare()), at batch 1 and 16; ratio = bare / worker, so >= 1.0
+means the worker's whole path costs no more than the forward pass alone. Load time and peak
+memory are the worker process's own.
+--spin sets XNET_INFERENCE_SPIN for the worker's session (0, the shipped default: idle threads
+sleep; 1: they spin, as ONNX Runtime's default session, the bare one, always does; both: a row
+each).
 --tensorflow adds the TensorFlow path (`engine="tensorflow"`) in another fresh process.
 
 Conversions (model.onnx when the folder has no current one, and the bare export) are made in a
@@ -54,7 +59,9 @@ def prepare(folder: Path, scratch: Path) -> Path:
     return copy
 
 
-def measure(folder: Path, repeats: int, engine: str) -> dict:
+def measure(folder: Path, repeats: int, engine: str, side: str = "worker") -> dict:
+    """Median ms per call at each batch size, for one side in this process: "worker" (the
+    worker's path on `engine`) or "bare" (ONNX Runtime's default session on bare.onnx)."""
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
@@ -62,47 +69,59 @@ def measure(folder: Path, repeats: int, engine: str) -> dict:
     from ml.registry import ModelSpec
 
     spec = ModelSpec.from_folder(folder)
-    start = time.perf_counter()
-    if engine == "auto":
-        inference.load(spec)
-    else:
-        inference._analyser(spec)
-    load_s = time.perf_counter() - start
     p = spec.preprocessing
     rng = np.random.default_rng(0)
     high = 255.0 if p.scale == "raw" else 1.0
-    result = {"model": spec.label, "engine": engine, "load_s": round(load_s, 2)}
-    bare = None
-    if engine == "auto":
+    result = {"model": spec.label, "engine": engine}
+    start = time.perf_counter()
+    if side == "bare":
         import onnxruntime as ort
 
         bare = ort.InferenceSession(str(folder / "bare.onnx"), providers=["CPUExecutionProvider"])
         bare_input = bare.get_inputs()[0].name
+    elif engine == "auto":
+        inference.load(spec)
+    else:
+        inference._analyser(spec)
+    if side == "worker":
+        result["load_s"] = round(time.perf_counter() - start, 2)
     for batch_size in BATCH_SIZES:
         arrays = [rng.random((p.height, p.width, 3), dtype=np.float32) * high for _ in range(batch_size)]
-        batch = np.stack(arrays)
-        worker_times, bare_times = [], []
-        calls = [("worker", partial(inference.analyse_inputs, spec, arrays, engine=engine))]
-        if bare is not None:
-            calls.append(("bare", partial(bare.run, None, {bare_input: batch})))
-        for index in range(repeats + 1):  # the first round warms up
-            order = calls[::-1] if index % 2 else calls  # alternate: neither always runs first
-            for name, call in order:
-                start = time.perf_counter()
-                call()
-                elapsed = time.perf_counter() - start
-                if index:
-                    (worker_times if name == "worker" else bare_times).append(elapsed)
-        worker_ms = statistics.median(worker_times) * 1000
-        result[f"worker_ms_b{batch_size}"] = round(worker_ms, 2)
-        result[f"worker_img_s_b{batch_size}"] = round(batch_size / worker_ms * 1000, 1)
-        if bare_times:
-            bare_ms = statistics.median(bare_times) * 1000
-            result[f"bare_ms_b{batch_size}"] = round(bare_ms, 2)
-            result[f"ratio_b{batch_size}"] = round(bare_ms / worker_ms, 2)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    result["tensorflow_imported"] = "tensorflow" in sys.modules
+        if side == "bare":
+            call = partial(bare.run, None, {bare_input: np.stack(arrays)})
+        else:
+            call = partial(inference.analyse_inputs, spec, arrays, engine=engine)
+        times = []
+        for index in range(repeats + 1):  # the first call warms up
+            started = time.perf_counter()
+            call()
+            if index:
+                times.append(time.perf_counter() - started)
+        result[f"{side}_ms_b{batch_size}"] = statistics.median(times) * 1000
+    if side == "worker":
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        result["tensorflow_imported"] = "tensorflow" in sys.modules
     return result
+
+
+def compare(copy: str, repeats: int) -> dict:
+    """The worker's path and the bare session, each in fresh processes of their own, in the order
+    worker, bare, bare, worker: two sessions in one process fight over the same two cores (a
+    spinning pool keeps them busy after its call returns), and the ABBA order balances a load
+    that drifts. Each figure is the mean of its two processes' medians."""
+    runs = [
+        _child("--one", copy, "--repeats", str(repeats), "--side", side)
+        for side in ("worker", "bare", "bare", "worker")
+    ]
+    row = {**runs[0], **runs[1]}
+    for size in BATCH_SIZES:
+        worker = (runs[0][f"worker_ms_b{size}"] + runs[3][f"worker_ms_b{size}"]) / 2
+        bare = (runs[1][f"bare_ms_b{size}"] + runs[2][f"bare_ms_b{size}"]) / 2
+        row[f"worker_ms_b{size}"] = round(worker, 2)
+        row[f"bare_ms_b{size}"] = round(bare, 2)
+        row[f"ratio_b{size}"] = round(bare / worker, 2)
+    row["peak_rss_mb"] = max(runs[0]["peak_rss_mb"], runs[3]["peak_rss_mb"])
+    return row
 
 
 def _child(*args: str) -> dict:
@@ -124,25 +143,34 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=ROOT / "ml" / "models")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--tensorflow", action="store_true", help="also time the TensorFlow path")
+    parser.add_argument(
+        "--spin", choices=("0", "1", "both"), default="0", help="XNET_INFERENCE_SPIN for the worker's session"
+    )
     parser.add_argument("--prepare", type=Path, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--engine", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--side", default="worker", choices=("worker", "bare"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.prepare:
         print(json.dumps({"folder": str(prepare(*args.prepare))}))
         return
     if args.one:
-        print(json.dumps(measure(args.one, args.repeats, args.engine)))
+        print(json.dumps(measure(args.one, args.repeats, args.engine, args.side)))
         return
     print(f"load average (1/5/15 min) before: {load_average()}; {os.cpu_count()} CPUs")
     rows = []
     with tempfile.TemporaryDirectory(prefix="xnet-bench-") as scratch:
         for meta in sorted(args.model_dir.glob("*/model.json")):
             copy = _child("--prepare", str(meta.parent), scratch)["folder"]
-            rows.append(_child("--one", copy, "--repeats", str(args.repeats)))
+            for spin in ("0", "1") if args.spin == "both" else (args.spin,):
+                os.environ["XNET_INFERENCE_SPIN"] = spin  # the child's worker session reads it
+                rows.append({**compare(copy, args.repeats), "spin": spin})
             if args.tensorflow:
-                rows.append(_child("--one", copy, "--repeats", str(args.repeats), "--engine", "tensorflow"))
-    columns = ["model", "engine", "load_s"]
+                row = _child("--one", copy, "--repeats", str(args.repeats), "--engine", "tensorflow")
+                for size in BATCH_SIZES:
+                    row[f"worker_ms_b{size}"] = round(row[f"worker_ms_b{size}"], 2)
+                rows.append(row)
+    columns = ["model", "engine", "spin", "load_s"]
     for size in BATCH_SIZES:
         columns += [f"worker_ms_b{size}", f"bare_ms_b{size}", f"ratio_b{size}"]
     columns += ["peak_rss_mb", "tensorflow_imported"]

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ml.onnx_engine import EngineUnavailable, OnnxModel, open_model, threads_from_env
+from ml.onnx_engine import EngineUnavailable, OnnxModel, open_model, spinning_from_env, threads_from_env
 from ml.preprocessing import prepare
 from ml.registry import ModelSpec
 
@@ -76,11 +76,11 @@ def onnx_model(spec: ModelSpec, engine: str = "auto") -> OnnxModel | None:
         model = _onnx.get(spec.model_file)
         if model is None:
             try:
-                model = open_model(spec.folder, threads=threads_from_env())
+                model = open_model(spec.folder, threads=threads_from_env(), spin=spinning_from_env())
             except EngineUnavailable as exc:
                 model = exc
                 logger.warning("Model %s runs on TensorFlow: %s", spec.label, exc)
-            except ValueError as exc:  # XNET_INFERENCE_THREADS
+            except ValueError as exc:  # XNET_INFERENCE_THREADS or XNET_INFERENCE_SPIN
                 raise InferenceError(str(exc)) from None
             else:
                 # Once per process and model: the worker tests count this line.

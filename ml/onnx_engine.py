@@ -23,6 +23,8 @@ from ml.export_onnx import META_HEATMAP, ONNX_FILE, is_fresh
 logger = logging.getLogger(__name__)
 
 THREADS_VARIABLE = "XNET_INFERENCE_THREADS"
+SPIN_VARIABLE = "XNET_INFERENCE_SPIN"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 class EngineUnavailable(RuntimeError):
@@ -68,7 +70,23 @@ class OnnxModel:
         return output
 
 
-def session_options(threads: int | None = None) -> Any:
+def spinning_from_env() -> bool:
+    """XNET_INFERENCE_SPIN: whether ONNX Runtime's idle threads spin (unset: they sleep).
+
+    Spinning keeps a finished call's threads busy-waiting for the next: on a machine with cores
+    to spare, a batch-1 call was about a third faster (benchmarks/README.md, inference); where the
+    worker shares its cores (one process per core, the web server, the database) a spinning thread
+    takes the core another process needs. Turn it on for a worker with cores of its own.
+    """
+    raw = os.environ.get(SPIN_VARIABLE, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"{SPIN_VARIABLE} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
+def session_options(threads: int | None = None, *, spin: bool = False) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -76,15 +94,15 @@ def session_options(threads: int | None = None) -> Any:
     options.inter_op_num_threads = 1
     if threads is not None:
         options.intra_op_num_threads = threads
-    # Idle threads sleep instead of spinning: spinning wins a little on an idle machine, but the
+    # By default idle threads sleep instead of spinning: spinning wins on an idle machine, but the
     # worker shares its cores (one process per core, the web server, the database), and there a
     # spinning thread takes the core another needs (measured: benchmarks/README.md, inference).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     options.log_severity_level = 3  # errors only: the worker log is for people
     return options
 
 
-def open_model(folder: Path, *, threads: int | None = None) -> OnnxModel:
+def open_model(folder: Path, *, threads: int | None = None, spin: bool = False) -> OnnxModel:
     """An ONNX Runtime session on folder/model.onnx, or EngineUnavailable saying why not."""
     try:
         import onnxruntime as ort
@@ -95,7 +113,7 @@ def open_model(folder: Path, *, threads: int | None = None) -> OnnxModel:
         raise EngineUnavailable(f"{path} is missing (python -m ml.export_onnx {folder})")
     try:
         session = ort.InferenceSession(
-            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            str(path), sess_options=session_options(threads, spin=spin), providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises its own exception types for a damaged file
         raise EngineUnavailable(f"{path} cannot be loaded ({exc}); convert it again") from None

@@ -260,6 +260,19 @@ def test_inference_threads_setting_is_checked(converted, tmp_path, monkeypatch):
     assert inference.onnx_model(spec).session.get_session_options().intra_op_num_threads == 1
 
 
+def test_inference_spinning_setting_is_checked(converted, tmp_path, monkeypatch):
+    spec = ModelSpec.from_folder(Path(shutil.copytree(converted["ct-tiny"], tmp_path / "ct-tiny")))
+    monkeypatch.setenv("XNET_INFERENCE_SPIN", "sometimes")
+    with pytest.raises(inference.InferenceError, match="XNET_INFERENCE_SPIN must be 1 or 0"):
+        inference.analyse_inputs(spec, inputs_for(spec))
+    for raw, expected in (("", "0"), ("yes", "1")):
+        monkeypatch.setenv("XNET_INFERENCE_SPIN", raw)
+        # A folder of its own each time: a process opens each model once.
+        spec = ModelSpec.from_folder(Path(shutil.copytree(converted["ct-tiny"], tmp_path / f"ct-tiny-{raw}")))
+        options = inference.onnx_model(spec).session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == expected
+
+
 def test_model_loads_once_per_process(converted, tmp_path, caplog):
     folder = Path(shutil.copytree(converted["xray-tiny"], tmp_path / "xray-tiny"))
     spec = ModelSpec.from_folder(folder)
