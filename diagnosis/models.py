@@ -52,27 +52,35 @@ class Patient(models.Model):
 
     def save(self, *args, **kwargs) -> None:
         update_fields = kwargs.get("update_fields")
+        moved = False
         if update_fields is None or "department" in update_fields or "department_id" in update_fields:
-            self.refuse_moving_signed_cases()
-        super().save(*args, **kwargs)
+            moved = self.refuse_moving_signed_cases()
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            # Which results are shown, and so each case's reading order and latest shown job,
+            # follows the department's model statuses: the (unsigned) cases moved with the patient.
+            for case in self.cases.order_by("pk") if moved else ():
+                case.refresh_reading_order()
 
     def clean(self) -> None:
         super().clean()
         self.refuse_moving_signed_cases()
 
-    def refuse_moving_signed_cases(self) -> None:
+    def refuse_moving_signed_cases(self) -> bool:
         """A signed report is the record of what was found for this patient in this department:
         moving the patient to another department would move its signed cases with it. Checked in
-        clean() (the Django admin's form) and again in save(), for every other writer."""
+        clean() (the Django admin's form) and again in save(), for every other writer.
+        True when the patient moves (to another department, with no signed case)."""
         if self._state.adding or self.pk is None:
-            return
+            return False
         before = Patient.objects.filter(pk=self.pk).values_list("department_id", flat=True).first()
         if before is None or before == self.department_id:
-            return
+            return False
         # The report lives in the reviews app, which builds on this one: read it by relation.
         if self.cases.filter(report__isnull=False).exists():
             message = "This patient has signed cases; a signed case cannot move to another department."
             raise ValidationError({"department": ValidationError(message, code="signed_case_locked")})
+        return True
 
 
 def _assistive_deployment(department_id: int | models.Expression) -> models.QuerySet:

@@ -10,7 +10,7 @@ import pytest
 from django.apps import apps
 
 from diagnosis import services
-from diagnosis.models import Case, InferenceJob
+from diagnosis.models import Case, InferenceJob, ModelDeployment
 from tests.factories import (
     CaseFactory,
     ImageFactory,
@@ -57,6 +57,21 @@ def test_claiming_changes_the_status_shown_not_the_job(radiologist, api):
     rows = api.get("/api/v1/cases/?status=running").json()["results"]
     assert [row["id"] for row in rows] == [case.pk]
     assert api.get("/api/v1/cases/?status=pending").json()["results"] == []
+
+
+def test_a_patient_moved_to_another_department_shows_what_that_department_validated(radiologist, other_department):
+    """Unsigned cases move with their patient; the results shown are those of the new
+    department's assistive models (here none for X-ray), and the reading order follows."""
+    case = _case(radiologist)
+    PredictionFactory(job__image=ImageFactory(case=case), top_label="covid", top_probability=0.9)
+    case.refresh_from_db()
+    assert (case.latest_job_id is not None, case.lead_label) == (True, "covid")
+    ModelDeployment.objects.filter(department=other_department, modality="xray").update(status="silent")
+    patient = case.patient
+    patient.department = other_department
+    patient.save()
+    case.refresh_from_db()
+    assert (case.latest_job_id, case.lead_label, case.lead_probability) == (None, "", None)
 
 
 def test_the_migration_fills_what_the_refresh_stores(radiologist, outsider):
