@@ -580,9 +580,14 @@ def _start_all(jobs: list[InferenceJob], *, worker: str, now: datetime) -> None:
 
 
 def _take(job_id: int, *, worker: str, held_attempt: int | None) -> tuple[InferenceJob | None, bool]:
-    """Inside a transaction: the job locked (with its image and case) and whether it must be
+    """Inside a transaction: the job locked (with its image, case and patient) and whether it must be
     started; (None, False) when there is nothing to do. See job_claim."""
-    job = InferenceJob.objects.select_for_update(of=("self",)).select_related("image__case").filter(pk=job_id).first()
+    job = (
+        InferenceJob.objects.select_for_update(of=("self",))
+        .select_related("image__case__patient")
+        .filter(pk=job_id)
+        .first()
+    )
     if job is None:
         return None, False
     if job.status == InferenceJob.Status.RUNNING and held_attempt is not None and job.attempt == held_attempt:
@@ -733,7 +738,7 @@ def job_reject(*, job_id: int, attempt: int, code: str, reason: str, gate_scores
 
 def _pending_company(*, first: InferenceJob, limit: int) -> list[InferenceJob]:
     """Inside a transaction: up to `limit` other pending jobs of the same modality (any of its
-    models: the batch is grouped by model later), oldest first, locked, with image and case.
+    models: the batch is grouped by model later), oldest first, locked, with image, case and patient.
 
     skip_locked: jobs another worker is claiming right now are left to it. Their own queue
     messages arrive later, find them running or finished and return (claiming is idempotent).
@@ -742,7 +747,7 @@ def _pending_company(*, first: InferenceJob, limit: int) -> list[InferenceJob]:
         return []
     return list(
         InferenceJob.objects.select_for_update(skip_locked=True, of=("self",))
-        .select_related("image__case")
+        .select_related("image__case__patient")
         .filter(
             status=InferenceJob.Status.PENDING,
             image__modality=first.image.modality,

@@ -19,7 +19,9 @@ from reviews.signals import report_signed
 @receiver(post_save, sender=Prediction)
 def prediction_stored(sender, instance: Prediction, created: bool = False, **kwargs) -> None:
     if created:
-        transaction.on_commit(lambda pk=instance.pk: _for_prediction(pk), robust=True)
+        # The worker's prediction carries its job, image, case and patient: no join at commit.
+        department_id = instance.job.loaded_department_id() if Prediction.job.is_cached(instance) else None
+        transaction.on_commit(lambda pk=instance.pk: _for_prediction(pk, department_id), robust=True)
 
 
 def has_destination(**department_of) -> bool:
@@ -29,8 +31,12 @@ def has_destination(**department_of) -> bool:
     return services.destination_nodes().filter(**lookup).exists()
 
 
-def _for_prediction(prediction_id: int) -> None:
-    if not has_destination(patients__cases__images__jobs__prediction=prediction_id):
+def _for_prediction(prediction_id: int, department_id: int | None = None) -> None:
+    if department_id:
+        department_of = {"id": department_id}
+    else:
+        department_of = {"patients__cases__images__jobs__prediction": prediction_id}
+    if not has_destination(**department_of):
         return
     with transaction.atomic():
         services.deliveries_for_prediction(prediction_id=prediction_id)

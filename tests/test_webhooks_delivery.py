@@ -21,6 +21,8 @@ from reviews import services as review_services
 from tests.factories import (
     CaseFactory,
     DepartmentAdminFactory,
+    ImageFactory,
+    InferenceJobFactory,
     ModelDeploymentFactory,
     PatientFactory,
     PredictionFactory,
@@ -269,6 +271,27 @@ def test_a_finished_job_becomes_a_delivery(
         pending = InferenceJob(image=job.image, status=InferenceJob.Status.PENDING)
         pending.save()
     assert Delivery.objects.count() == 1
+
+
+def test_the_finished_jobs_department_decides_with_or_without_its_relations_loaded(
+    django_capture_on_commit_callbacks, department_admin, radiologist, outsider, loopback_allowed, receiver
+):
+    """The worker's jobs carry image, case and patient, and the check reads the department from
+    them; a job saved without them is looked up by joins. Both answer for the job's own department."""
+    subscribe(department_admin, receiver.url, events=[Event.JOB_FINISHED])
+    elsewhere = CaseFactory(patient=PatientFactory(department=outsider.department, created_by=outsider))
+    with django_capture_on_commit_callbacks(execute=True):
+        other = InferenceJobFactory(image=ImageFactory(case=elsewhere), status=InferenceJob.Status.FAILED)
+    assert other.loaded_department_id() == outsider.department_id
+    assert Delivery.objects.count() == 0
+    case = CaseFactory(patient=PatientFactory(department=radiologist.department, created_by=radiologist))
+    job = InferenceJobFactory(image=ImageFactory(case=case))
+    bare = InferenceJob.objects.get(pk=job.pk)  # no relations loaded
+    assert bare.loaded_department_id() is None
+    bare.status = InferenceJob.Status.FAILED
+    with django_capture_on_commit_callbacks(execute=True):
+        bare.save(update_fields=["status"])
+    assert Delivery.objects.get().object_key == f"job:{job.pk}"
 
 
 # Attempts against a real receiver ----------------------------------------------------------------

@@ -28,8 +28,9 @@ def subscribed(event: str, **department_of) -> bool:
     return any(event in events for events in wanted)
 
 
-def _job_finished(job_id: int) -> None:
-    if subscribed(Event.JOB_FINISHED, patients__cases__images__jobs=job_id):
+def _job_finished(job_id: int, department_id: int | None) -> None:
+    department_of = {"id": department_id} if department_id else {"patients__cases__images__jobs": job_id}
+    if subscribed(Event.JOB_FINISHED, **department_of):
         events.job_finished(job_id)
 
 
@@ -45,7 +46,8 @@ def job_saved(sender, instance: InferenceJob, created: bool = False, raw: bool =
     update_fields = kwargs.get("update_fields")
     if update_fields is not None and "status" not in update_fields:
         return  # a finished job saved again for another field: the event went out already
-    transaction.on_commit(lambda pk=instance.pk: _job_finished(pk), robust=True)
+    department_id = instance.loaded_department_id()  # the worker's jobs carry it: no join at commit
+    transaction.on_commit(lambda pk=instance.pk: _job_finished(pk, department_id), robust=True)
 
 
 @receiver(report_signed, dispatch_uid="webhooks_report_signed")
