@@ -108,7 +108,13 @@ class CaseQuerySet(models.QuerySet):
             .order_by("-created_at", "-id")
             .values("pk")[:1]
         )
-        return self.filter(patient__department_id=department_id).update(latest_job=models.Subquery(latest))
+        cases = self.filter(patient__department_id=department_id)
+        with transaction.atomic():
+            # Row locks in id order first, the order every other writer of case rows takes them
+            # (signals.reading_order_once): one UPDATE would take them in scan order and could
+            # deadlock with a worker storing results for several cases.
+            list(cases.select_for_update().order_by("pk").values_list("pk", flat=True))
+            return cases.update(latest_job=models.Subquery(latest))
 
 
 class Case(models.Model):
