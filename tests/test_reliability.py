@@ -148,9 +148,7 @@ def test_job_of_a_killed_pool_child_is_taken_over_at_once(
     with results_held():
         body = api_upload(api, case_for(radiologist, "xray"), chest_xray_bytes)
         job_id = body["job"]["id"]
-        job = wait_for(
-            partial(_running, job_id), timeout=30 + startup, interval=0.05, what="the claim", log=worker.log
-        )
+        job = wait_for(partial(_running, job_id), timeout=30 + startup, interval=0.05, what="the claim", log=worker.log)
         child = int(job.worker.rsplit(" ", 1)[1])
         assert child != worker.process.pid
         os.kill(child, signal.SIGKILL)
