@@ -71,7 +71,7 @@ class ImageWithdrawForm(forms.Form):
 
 
 class WorklistFilterForm(forms.Form):
-    STATUS_CHOICES = [("", "Any status"), *InferenceJob.Status.choices, ("none", "No images yet")]
+    STATUS_CHOICES = [("", "Any status"), *InferenceJob.Status.choices, ("none", "No AI job shown")]
 
     q = forms.CharField(label="Record number or name", required=False, max_length=100)
     status = forms.ChoiceField(label="AI job", choices=STATUS_CHOICES, required=False)

@@ -83,7 +83,12 @@ class CaseFilter(ListParameters):
     also_accepted = ("page", "cursor", "format")  # `cursor`: diagnosis.api.pagination.CaseListPagination
 
     status = serializers.ChoiceField(
-        choices=CASE_STATUSES, required=False, help_text="Status of the case's latest job; `none`: no upload yet."
+        choices=CASE_STATUSES,
+        required=False,
+        help_text=(
+            "Status of the case's latest job of a model assistive in its department; `none`: no such job "
+            "(no upload yet, or no assistive model for the modality)."
+        ),
     )
     modality = serializers.ChoiceField(choices=Modality.choices, required=False)
     patient = serializers.IntegerField(required=False, min_value=1, help_text="Patient id.")
