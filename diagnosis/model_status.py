@@ -32,6 +32,7 @@ from diagnosis.models import (
     ModelStartingStatus,
     ModelStatusChange,
     Prediction,
+    job_assistive_deployments,
 )
 from diagnosis.signals import model_status_changed
 from ml.registry import ModelSpec, _version_key, installed_models
@@ -268,13 +269,8 @@ def is_assistive(*, department_id: int, model_name: str, model_version: str) -> 
 def assistive_q(job_path: str = "") -> Q:
     """A filter keeping jobs (job_path "") or predictions ("job__") of a model that is assistive in
     the image's department now: what radiologists, tokens, reports and triage may see."""
-    deployments = ModelDeployment.objects.filter(
-        department_id=OuterRef(f"{job_path}image__case__patient__department_id"),
-        model_name=OuterRef(f"{job_path}model_name"),
-        model_version=OuterRef(f"{job_path}model_version"),
-        status=Status.ASSISTIVE,
-    )
-    return Q(Exists(deployments))
+    department = OuterRef(f"{job_path}image__case__patient__department_id")
+    return Q(Exists(job_assistive_deployments(department, job_path=job_path)))
 
 
 def assistive_jobs(jobs):

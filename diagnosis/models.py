@@ -83,13 +83,15 @@ class Patient(models.Model):
         return True
 
 
-def _assistive_deployment(department_id: int | models.Expression) -> models.QuerySet:
-    """The deployment row that makes the outer query's job (its model_name and model_version)
-    assistive in the department: diagnosis.model_status.assistive_q with the department known."""
+def job_assistive_deployments(department_id: int | models.Expression, *, job_path: str = "") -> models.QuerySet:
+    """The deployment row that makes the outer query's job (or the job at `job_path`, e.g.
+    "job__" from a prediction) assistive in the department: wrapped in Exists, it keeps what
+    radiologists may see. The department is a constant where it is known (the reading order), else
+    an OuterRef (diagnosis.model_status.assistive_q)."""
     return ModelDeployment.objects.filter(
         department_id=department_id,
-        model_name=models.OuterRef("model_name"),
-        model_version=models.OuterRef("model_version"),
+        model_name=models.OuterRef(f"{job_path}model_name"),
+        model_version=models.OuterRef(f"{job_path}model_version"),
         status=ModelDeployment.Status.ASSISTIVE,
     )
 
@@ -102,7 +104,7 @@ class CaseQuerySet(models.QuerySet):
         took 0.7 s."""
         latest = (
             InferenceJob.objects.filter(
-                models.Exists(_assistive_deployment(department_id)),
+                models.Exists(job_assistive_deployments(department_id)),
                 image__case=models.OuterRef("pk"),
                 image__withdrawn_at__isnull=True,
             )
@@ -218,7 +220,7 @@ class Case(models.Model):
             latest: dict[int, InferenceJob] = {}
             last = None
             jobs = InferenceJob.objects.filter(
-                models.Exists(_assistive_deployment(department_id)),
+                models.Exists(job_assistive_deployments(department_id)),
                 image__case_id=self.pk,
                 image__withdrawn_at__isnull=True,
             )
