@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.test import Client
 from PIL import Image as PILImage
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -60,6 +61,16 @@ def browser(tmp_path):
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
+
+
+def sign_in(driver, live_server, user) -> None:
+    """Enter the browser signed in as `user` without the login form (a force_login session's
+    cookie): for tests of other pages; the form itself has its own tests."""
+    client = Client()
+    client.force_login(user)
+    driver.get(f"{live_server.url}/accounts/login/")
+    driver.delete_all_cookies()
+    driver.add_cookie({"name": "sessionid", "value": client.cookies["sessionid"].value, "path": "/"})
 
 
 def screenshot(driver, name: str) -> None:

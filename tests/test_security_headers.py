@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.factories import CaseFactory, InferenceJobFactory, PatientFactory, PredictionFactory, png_bytes
-from tests.test_browser import browser  # noqa: F401 - the shared Chromium fixture
+from tests.test_browser import browser, sign_in  # noqa: F401 - the shared Chromium fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -174,19 +174,12 @@ def test_pages_run_under_the_policy_in_chromium(browser, live_server, radiologis
     browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_VIOLATIONS})
     wait = WebDriverWait(browser, 30)
 
-    def sign_in(user) -> None:
-        client = Client()
-        client.force_login(user)
-        browser.get(f"{live_server.url}/accounts/login/")
-        browser.delete_all_cookies()
-        browser.add_cookie({"name": "sessionid", "value": client.cookies["sessionid"].value, "path": "/"})
-
     def visit(path: str, ready_selector: str) -> None:
         browser.get(f"{live_server.url}{path}")
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ready_selector)))
         assert browser.execute_script("return window.__cspViolations") == [], path
 
-    sign_in(radiologist)
+    sign_in(browser, live_server, radiologist)
     visit("/", "main")
     visit("/patients/?q=A-1001", "main")
     visit(f"/cases/{done.pk}/", ".heatmap-overlay")
@@ -195,7 +188,7 @@ def test_pages_run_under_the_policy_in_chromium(browser, live_server, radiologis
     wait.until(lambda driver: driver.execute_script(polled))  # the status polling's fetch went out
     assert browser.execute_script("return window.__cspViolations") == []
     visit("/api/docs/", ".swagger-ui .info")  # Swagger UI's bundle and start-up script
-    sign_in(site_admin)
+    sign_in(browser, live_server, site_admin)
     visit(f"/admin/diagnosis/case/{done.pk}/change/", "#case_form")
 
     # The recorder does see what the policy blocks: an injected inline script.

@@ -16,7 +16,6 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 from django.utils import timezone
 from PIL import Image as PILImage
 from selenium.webdriver.common.action_chains import ActionChains
@@ -32,6 +31,7 @@ from tests.conftest import RESOURCES
 from tests.dicom_files import make_dicom, upload
 from tests.factories import CaseFactory, PatientFactory
 from tests.test_browser import ARTIFACTS, browser  # noqa: F401 - the shared Chromium fixture
+from tests.test_browser import sign_in as browser_sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -55,11 +55,7 @@ def screenshot(driver, name: str) -> None:
 
 def sign_in(driver, live_server, user) -> None:
     driver.set_window_size(1600, 1200)
-    client = Client()
-    client.force_login(user)
-    driver.get(f"{live_server.url}/accounts/login/")
-    driver.delete_all_cookies()
-    driver.add_cookie({"name": "sessionid", "value": client.cookies["sessionid"].value, "path": "/"})
+    browser_sign_in(driver, live_server, user)
 
 
 def viewport_pixels(driver, selector: str = ".image-card:not([hidden]) .viewer-area") -> np.ndarray:

@@ -3,44 +3,16 @@ once), sees it in the list, and reads the delivery log. Screenshots go to tests/
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from django.test import Client
 from django.utils import timezone
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.test_browser import ARTIFACTS, browser, sign_in  # noqa: F401 - the shared Chromium fixture
 from webhooks.models import Delivery, Event, Subscription
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-
-
-@pytest.fixture
-def browser(tmp_path):
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=1366,1000",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 def wait(driver) -> WebDriverWait:
@@ -49,16 +21,9 @@ def wait(driver) -> WebDriverWait:
     return WebDriverWait(driver, 15)
 
 
-def sign_in(driver, live_server, user) -> None:
-    client = Client()
-    client.force_login(user)
-    driver.get(f"{live_server.url}/accounts/login/")
-    driver.delete_all_cookies()
-    driver.add_cookie({"name": "sessionid", "value": client.cookies["sessionid"].value, "path": "/"})
-
-
-def test_register_a_webhook_and_read_the_log(browser, live_server, settings, department_admin):
+def test_register_a_webhook_and_read_the_log(browser, live_server, settings, department_admin):  # noqa: F811
     settings.XNET_WEBHOOK_ALLOW_LOOPBACK = True
+    browser.set_window_size(1366, 1000)
     sign_in(browser, live_server, department_admin)
     browser.get(f"{live_server.url}/webhooks/")
     assert browser.find_element(By.TAG_NAME, "h1").text == f"Webhooks of {department_admin.department.name}"
