@@ -37,6 +37,24 @@ INDICATIONS = ["Cough and fever.", "Shortness of breath.", "Pre-operative chest 
 LABELS = ["normal", "pneumonia", "covid", "tuberculosis"]
 
 
+def seeded(target: int) -> tuple:
+    """(department, user, cases): the benchmark department and its radiologist, the department
+    topped up to `target` cases by fill() (saying how long that took when it had to), and how
+    many cases it holds. Both worklist benchmarks start here, on their own databases."""
+    from accounts.models import Department, User
+    from diagnosis.models import Case
+
+    department, _ = Department.objects.get_or_create(name=DEPARTMENT)
+    user, _ = User.objects.get_or_create(
+        username="bench-worklist", defaults={"department": department, "role": User.Role.RADIOLOGIST}
+    )
+    started = time.perf_counter()
+    created = fill(department, user, target)
+    if created:
+        print(f"Created {created} cases with bulk_create in {time.perf_counter() - started:.1f} s")
+    return department, user, Case.objects.filter(patient__department=department).count()
+
+
 def fill(department, user, target: int) -> int:
     """Top the department up to `target` cases; returns how many were created.
 
@@ -249,19 +267,9 @@ def main() -> None:
     from django.test import Client
     from rest_framework.test import APIClient
 
-    from accounts.models import Department, User
     from accounts.services import api_token_create
-    from diagnosis.models import Case
 
-    department, _ = Department.objects.get_or_create(name=DEPARTMENT)
-    user, _ = User.objects.get_or_create(
-        username="bench-worklist", defaults={"department": department, "role": User.Role.RADIOLOGIST}
-    )
-    started = time.perf_counter()
-    created = fill(department, user, args.cases)
-    if created:
-        print(f"Created {created} cases with bulk_create in {time.perf_counter() - started:.1f} s")
-    total = Case.objects.filter(patient__department=department).count()
+    _, user, total = seeded(args.cases)
 
     page_client = Client()
     page_client.force_login(user)

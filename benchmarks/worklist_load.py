@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import ROOT, machine, setup_django
-from benchmarks.worklist import DEPARTMENT, fill
+from benchmarks.worklist import seeded
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/xnet_bench_worklist"
 
@@ -103,19 +103,10 @@ def main() -> None:
 
     from django.test import Client
 
-    from accounts.models import Department, User
     from accounts.services import api_token_create
     from diagnosis.models import Case
 
-    department, _ = Department.objects.get_or_create(name=DEPARTMENT)
-    user, _ = User.objects.get_or_create(
-        username="bench-worklist", defaults={"department": department, "role": User.Role.RADIOLOGIST}
-    )
-    started = time.perf_counter()
-    created = fill(department, user, args.cases)
-    if created:
-        print(f"Created {created} cases with bulk_create in {time.perf_counter() - started:.1f} s")
-    total = Case.objects.filter(patient__department=department).count()
+    department, user, total = seeded(args.cases)
     signed = Case.objects.filter(patient__department=department, report__isnull=False).count()
 
     login = Client()
