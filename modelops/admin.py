@@ -3,20 +3,12 @@
 from django.contrib import admin
 
 from modelops.models import DriftAlarm
+from reviews.admin import ReadOnlyAdmin
 
 
 @admin.register(DriftAlarm)
-class DriftAlarmAdmin(admin.ModelAdmin):
+class DriftAlarmAdmin(ReadOnlyAdmin):
     list_display = ["week_start", "department", "model_name", "model_version", "raised_at"]
     list_filter = ["department", "model_name"]
     list_select_related = ["department"]
     readonly_fields = [f.name for f in DriftAlarm._meta.fields]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
