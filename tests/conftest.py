@@ -95,6 +95,14 @@ def rad_client(client, radiologist):
     return client
 
 
+@pytest.fixture
+def admin_client(client, department_admin):
+    """The department admin's browser session: this project's admin pages are department admins'
+    (it replaces pytest-django's superuser admin_client; a test wanting a site admin says so)."""
+    client.force_login(department_admin)
+    return client
+
+
 def token_client(user) -> APIClient:
     """An API client with a new token of `user`."""
     api = APIClient()

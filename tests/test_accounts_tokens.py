@@ -30,12 +30,6 @@ def client_with(key: str, address: str = "192.0.2.1") -> APIClient:
     return api
 
 
-@pytest.fixture
-def admin_client(client, department_admin):
-    client.force_login(department_admin)
-    return client
-
-
 def create_on_page(admin_client, user, name: str = "PACS bridge", days: int = 30):
     return admin_client.post(reverse("token_list"), {"name": name, "user": user.pk, "days": days})
 

@@ -22,12 +22,6 @@ NEW_PASSWORD = "mediastinum-wide-42"
 
 
 @pytest.fixture
-def admin_client(client, department_admin):
-    client.force_login(department_admin)
-    return client
-
-
-@pytest.fixture
 def colleague(department):
     return UserFactory(username="dr_who", first_name="John", last_name="Smith", department=department)
 

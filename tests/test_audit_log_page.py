@@ -34,12 +34,6 @@ A = AuditEvent.Action
 
 
 @pytest.fixture
-def admin_client(client, department_admin):
-    client.force_login(department_admin)
-    return client
-
-
-@pytest.fixture
 def admin_browser(department_admin) -> Client:
     """The admin in a browser of their own, beside rad_client (both fixtures share `client`)."""
     browser = Client()

@@ -104,12 +104,6 @@ def test_the_check_page_refuses_an_agreement_without_an_ai_result(rad_client, ca
 
 
 @pytest.fixture
-def admin_client(client, department_admin):
-    client.force_login(department_admin)
-    return client
-
-
-@pytest.fixture
 def colleague(department):
     return UserFactory(username="rad_c", first_name="Carl", last_name="Colleague", department=department)
 

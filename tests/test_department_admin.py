@@ -17,12 +17,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin_client(client, department_admin):
-    client.force_login(department_admin)
-    return client
-
-
-@pytest.fixture
 def colleague(department):
     return UserFactory(username="dr_who", first_name="John", last_name="Smith", department=department)
 

@@ -23,12 +23,6 @@ def _loopback(settings):
 
 
 @pytest.fixture
-def admin_client(client, department_admin) -> Client:
-    client.force_login(department_admin)
-    return client
-
-
-@pytest.fixture
 def other_admin(other_department):
     admin = DepartmentAdminFactory(username="admin_b", department=other_department)
     TOTPDeviceFactory(user=admin)
